@@ -1,0 +1,131 @@
+"""The composition root: builds the pieces, wires them together, runs them. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from .backend import RoomFetcher
+from .config import Settings, split_address
+from .downstream import Downstream
+from .driver import JoinDriver
+from .join import Join
+from .metrics import Metrics
+from .ops import admin_app
+from .upstream import Upstream
+
+log = structlog.get_logger("enricher")
+
+
+@dataclass
+class Running:
+    """A started proxy: its addresses and parts, for the caller (and tests) to use."""
+
+    public_port: int
+    admin_port: int
+    upstream: Upstream
+    downstream: Downstream
+    driver: JoinDriver
+    join: Join
+    metrics: Metrics
+
+
+def _bind(address: str) -> socket.socket:
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = _bind(address)
+    await web.SockSite(runner, sock).start()
+    return runner, sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """Start the proxy; on exit, send every held room and stop cleanly."""
+    metrics = Metrics()
+    join = Join(limits=settings.join_limits(), new_room_mode=settings.new_room_mode)
+    metrics.watch_sizes(join.sizes)
+    async with aiohttp.ClientSession() as session:
+        fetcher = RoomFetcher(
+            session,
+            settings.rest_url,
+            timeout=settings.rest.timeout,
+            max_in_flight=settings.rest.max_in_flight,
+            headers=settings.rest.headers,
+            observe=metrics.rest_request,
+        )
+        metrics.rest_in_flight.set_function(lambda: fetcher.in_flight)
+        downstream: Downstream
+        driver: JoinDriver
+
+        async def on_connected() -> None:
+            metrics.upstream_connects.inc()
+            await downstream.rejoin_rooms()
+
+        upstream = Upstream(
+            settings.upstream,
+            on_event=lambda event, args: driver.upstream_event(event, args),
+            on_connected=on_connected,
+            on_state=lambda up: metrics.upstream_connected.set(int(up)),
+        )
+        downstream = Downstream(
+            upstream,
+            metrics,
+            cors_origins=settings.cors_origins,
+            client_events=settings.client_events,
+            ack_timeout=settings.upstream.ack_timeout,
+            socketio_path=settings.socketio_path,
+        )
+        driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
+        public, public_port = await _site(downstream.app, settings.listen)
+        admin, admin_port = await _site(
+            admin_app(metrics, lambda: upstream.connected), settings.admin_listen
+        )
+        log.info(
+            "listening",
+            public=settings.listen,
+            public_port=public_port,
+            admin=settings.admin_listen,
+            admin_port=admin_port,
+            upstream=settings.upstream.url,
+            new_room_mode=settings.new_room_mode.value,
+        )
+        tasks = [asyncio.create_task(driver.run()), asyncio.create_task(upstream.run())]
+        try:
+            yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)
+        finally:
+            await driver.flush("shutdown")
+            await upstream.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await public.cleanup()
+            await admin.cleanup()
+            log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with running(settings):
+        await stop.wait()
+        log.info("stopping")

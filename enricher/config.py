@@ -1,0 +1,172 @@
+"""One typed settings object: defaults, then a YAML file, then ``ENRICHER_*``, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from .join import JoinLimits, NewRoomMode
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names it and says what is wrong."""
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as a host and a port number."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _address(value: str) -> str:
+    split_address(value)
+    return value
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise ValueError(f"expected an http(s):// or ws(s):// URL with a host, got {value!r}")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {value!r}") from exc
+    return value
+
+
+Address = Annotated[str, AfterValidator(_address)]
+Url = Annotated[str, AfterValidator(_url)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UpstreamSettings(_Section):
+    url: Url = "http://127.0.0.1:3000"
+    socketio_path: str = "socket.io"
+    headers: dict[str, str] = {}
+    query: dict[str, str] = {}
+    auth: dict[str, Any] | None = None
+    transports: list[Literal["websocket", "polling"]] = ["websocket", "polling"]
+    connect_timeout: Seconds = 5.0
+    reconnect_delay: Seconds = 0.5
+    reconnect_delay_max: Seconds = 10.0
+    ack_timeout: Seconds = 10.0
+
+
+class RestSettings(_Section):
+    url: Url | None = None
+    headers: dict[str, str] = {}
+    timeout: Seconds = 2.0
+    max_in_flight: Annotated[int, Field(ge=1)] = 64
+    retry_delay: Seconds = 0.25
+
+
+class StateSettings(_Section):
+    max_pending_rooms: Annotated[int, Field(ge=1)] = 10_000
+    max_known_rooms: Annotated[int, Field(ge=1)] = 200_000
+    known_room_ttl: Seconds = 3600.0
+    max_message_ids: Annotated[int, Field(ge=1)] = 200_000
+    message_id_ttl: Seconds = 600.0
+    early_message_ttl: Seconds = 30.0
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """Everything enricher can be told; ``config/default.yaml`` documents each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENRICHER_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+    config_file: ClassVar[Path | None] = None
+
+    upstream: UpstreamSettings = UpstreamSettings()
+    rest: RestSettings = RestSettings()
+    listen: Address = "0.0.0.0:8080"
+    admin_listen: Address = "127.0.0.1:9090"
+    socketio_path: str = "socket.io"
+    cors_origins: list[str] | Literal["*"] = "*"
+    hold_timeout: Seconds = 3.0
+    new_room_mode: NewRoomMode = NewRoomMode.ENRICHED
+    client_events: list[str] | Literal["*"] = "*"
+    state: StateSettings = StateSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls.config_file))
+        return tuple(sources)
+
+    @property
+    def rest_url(self) -> str:
+        return self.rest.url or self.upstream.url.replace("ws://", "http://", 1).replace(
+            "wss://", "https://", 1
+        )
+
+    def join_limits(self) -> JoinLimits:
+        return JoinLimits(
+            hold_timeout=self.hold_timeout,
+            retry_delay=self.rest.retry_delay,
+            max_pending_rooms=self.state.max_pending_rooms,
+            max_known_rooms=self.state.max_known_rooms,
+            known_room_ttl=self.state.known_room_ttl,
+            max_message_ids=self.state.max_message_ids,
+            message_id_ttl=self.state.message_id_ttl,
+            early_message_ttl=self.state.early_message_ttl,
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``config_file``, the environment and ``overrides`` (dotted names).
+
+    Raises :class:`ConfigError` with one line naming every bad setting.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"--config: no such file: {config_file}")
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        target = nested
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    settings_cls = type("Settings", (Settings,), {"config_file": config_file})
+    try:
+        settings: Settings = settings_cls(**nested)
+        return settings
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"bad setting: {problems}") from None
+    except ValueError as exc:  # a YAML file that does not parse
+        raise ConfigError(f"--config {config_file}: {exc}") from None

@@ -1,0 +1,199 @@
+"""The browsers' side: a Socket.IO server on aiohttp that looks like the backend.
+
+Browsers connect exactly as they connected to the backend. Their ``room:join`` puts them
+in the local room ``room:<id>`` (the proxy joins the backend's room once, for all of
+them); every other browser event goes to the backend on the proxy's connection, with
+its ack relayed back.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import defaultdict
+from typing import Any, Protocol
+
+import socketio
+import structlog
+from aiohttp import web
+
+from .join import Emit
+from .metrics import Metrics, event_label
+from .payloads import Rejected, room_id_of
+from .upstream import UpstreamUnavailable, as_socketio_data
+
+log = structlog.get_logger("enricher.downstream")
+
+ROOM_JOIN = "room:join"
+ROOM_LEAVE = "room:leave"
+
+# Whether the browser event being handled asked for an ack: python-socketio does not tell
+# handlers, and an ack must not be asked of the backend on behalf of a browser that did not.
+_ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ack_requested", default=False
+)
+
+
+class BackendPort(Protocol):
+    """What the browsers' side needs of the backend connection."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def emit(self, event: str, args: tuple[Any, ...]) -> None: ...
+
+    async def call(self, event: str, args: tuple[Any, ...], timeout: float) -> Any: ...
+
+
+class _Server(socketio.AsyncServer):  # type: ignore[misc]
+    async def _handle_event_internal(  # type: ignore[no-untyped-def]
+        self, server, sid, eio_sid, data, namespace, id
+    ):
+        _ack_requested.set(id is not None)
+        return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+
+
+class RoomMembership:
+    """Which browsers are in which backend room, so the proxy joins each room once."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, set[str]] = defaultdict(set)
+        self._rooms_of: dict[str, set[str]] = defaultdict(set)
+
+    def join(self, sid: str, room_id: str) -> bool:
+        """Add a browser; True when it is the room's first."""
+        members = self._members[room_id]
+        first = not members
+        members.add(sid)
+        self._rooms_of[sid].add(room_id)
+        return first
+
+    def leave(self, sid: str, room_id: str) -> bool:
+        """Remove a browser; True when the room has no browser left."""
+        members = self._members.get(room_id)
+        if not members or sid not in members:
+            return False
+        members.discard(sid)
+        self._rooms_of[sid].discard(room_id)
+        if not self._rooms_of[sid]:
+            del self._rooms_of[sid]
+        if members:
+            return False
+        del self._members[room_id]
+        return True
+
+    def drop(self, sid: str) -> list[str]:
+        """Remove a browser from every room; the rooms left empty."""
+        return [
+            room_id for room_id in list(self._rooms_of.get(sid, ())) if self.leave(sid, room_id)
+        ]
+
+    def rooms(self) -> list[str]:
+        return list(self._members)
+
+
+class Downstream:
+    """The Socket.IO server browsers connect to, mounted on an aiohttp app."""
+
+    def __init__(
+        self,
+        backend: BackendPort,
+        metrics: Metrics,
+        *,
+        cors_origins: list[str] | str,
+        client_events: list[str] | str,
+        ack_timeout: float,
+        socketio_path: str = "socket.io",
+    ) -> None:
+        self._backend = backend
+        self._metrics = metrics
+        self._allowed = None if client_events == "*" else frozenset(client_events)
+        self._ack_timeout = ack_timeout
+        self.membership = RoomMembership()
+        self.sio = _Server(
+            async_mode="aiohttp",
+            cors_allowed_origins=cors_origins,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.app = web.Application()
+        self.sio.attach(self.app, socketio_path=socketio_path)
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        self.sio.on(ROOM_JOIN, self._room_join)
+        self.sio.on(ROOM_LEAVE, self._room_leave)
+        self.sio.on("*", self._client_event)
+
+    async def emit(self, action: Emit) -> None:
+        """Carry out an :class:`Emit` of the join."""
+        await self.sio.emit(action.event, as_socketio_data(action.args), to=action.room)
+        self._metrics.events_emitted.labels(event_label(action.event)).inc()
+
+    async def rejoin_rooms(self) -> None:
+        """After a new backend connection: join again every room a browser is in."""
+        for room_id in self.membership.rooms():
+            await self._backend_room(ROOM_JOIN, room_id)
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        self._metrics.browsers.inc()
+
+    async def _disconnect(self, sid: str, reason: str | None = None) -> None:
+        self._metrics.browsers.dec()
+        for room_id in self.membership.drop(sid):
+            await self._backend_room(ROOM_LEAVE, room_id)
+
+    async def _backend_room(self, event: str, room_id: str) -> None:
+        try:
+            await self._backend.emit(event, ({"room_id": room_id},))
+        except UpstreamUnavailable:
+            # Rooms are joined again on the next connection.
+            log.info("backend_room_deferred", event=event, room_id=room_id)
+
+    def _room_of(self, args: tuple[Any, ...]) -> str:
+        payload = args[0] if args else None
+        if not isinstance(payload, dict):
+            raise Rejected("not_an_object")
+        return room_id_of(payload.get("room_id"))
+
+    async def _room_join(self, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            room_id = self._room_of(args)
+        except Rejected as exc:
+            return self._refuse(ROOM_JOIN, exc.reason, sid)
+        await self.sio.enter_room(sid, f"room:{room_id}")
+        self._metrics.client_events.labels(ROOM_JOIN, "handled").inc()
+        if self.membership.join(sid, room_id):
+            await self._backend_room(ROOM_JOIN, room_id)
+        return {"ok": True, "room_id": room_id}
+
+    async def _room_leave(self, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            room_id = self._room_of(args)
+        except Rejected as exc:
+            return self._refuse(ROOM_LEAVE, exc.reason, sid)
+        await self.sio.leave_room(sid, f"room:{room_id}")
+        self._metrics.client_events.labels(ROOM_LEAVE, "handled").inc()
+        if self.membership.leave(sid, room_id):
+            await self._backend_room(ROOM_LEAVE, room_id)
+        return {"ok": True, "room_id": room_id}
+
+    def _refuse(self, event: str, reason: str, sid: str) -> dict[str, Any]:
+        """The error ack of a browser event that is not forwarded, logged and counted."""
+        log.warning("client_event_refused", client_event=event, reason=reason, sid=sid)
+        self._metrics.client_events.labels(event_label(event), reason).inc()
+        return {"error": reason, "event": event}
+
+    async def _client_event(self, event: str, sid: str, *args: Any) -> Any:
+        if self._allowed is not None and event not in self._allowed:
+            return self._refuse(event, "event_not_allowed", sid)
+        try:
+            if _ack_requested.get():
+                answer = await self._backend.call(event, args, self._ack_timeout)
+            else:
+                await self._backend.emit(event, args)
+                answer = None
+        except UpstreamUnavailable:
+            return self._refuse(event, "upstream_unavailable", sid)
+        except TimeoutError:
+            return self._refuse(event, "ack_timeout", sid)
+        self._metrics.client_events.labels(event_label(event), "forwarded").inc()
+        return answer

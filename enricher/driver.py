@@ -1,0 +1,120 @@
+"""Runs the join: feeds it events, REST answers and time, and carries out its actions.
+
+Emits go out one after the other, in the order the join produced them, so a snapshot
+always reaches browsers before the deltas that follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from .backend import FetchRoom
+from .join import Action, Emit, Fetch, Join, Note
+from .metrics import Metrics, event_label
+
+log = structlog.get_logger("enricher.join")
+
+# Log level of each kind of note; "snapshot_sent" is raised to warning when partial.
+_LEVELS = {
+    "snapshot_sent": "info",
+    "room_held": "debug",
+    "duplicate_suppressed": "info",
+    "payload_rejected": "warning",
+    "payload_warning": "warning",
+    "rest_failed": "warning",
+    "rest_answer_unused": "info",
+}
+
+
+class JoinDriver:
+    """The I/O around a :class:`Join`."""
+
+    def __init__(
+        self,
+        join: Join,
+        fetch_room: FetchRoom,
+        emit: Callable[[Emit], Awaitable[None]],
+        metrics: Metrics,
+    ) -> None:
+        self._join = join
+        self._fetch_room = fetch_room
+        self._emit = emit
+        self._metrics = metrics
+        self._loop = asyncio.get_running_loop()
+        self._emits: asyncio.Queue[Emit] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    def upstream_event(self, event: str, args: tuple[Any, ...]) -> None:
+        """An event from the backend, in arrival order."""
+        self._metrics.events_received.labels(event_label(event)).inc()
+        self._carry_out(self._join.upstream_event(event, args, self._loop.time()))
+
+    async def run(self) -> None:
+        """Send the join's emits, in order, until cancelled."""
+        while True:
+            action = await self._emits.get()
+            try:
+                await self._emit(action)
+            except Exception:
+                log.exception("emit_failed", emitted_event=action.event)
+            finally:
+                self._emits.task_done()
+
+    async def flush(self, reason: str) -> None:
+        """Send every held room now and wait until all emits are out."""
+        self._carry_out(self._join.flush(self._loop.time(), reason))
+        await self._emits.join()
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Emit):
+                self._emits.put_nowait(action)
+            elif isinstance(action, Fetch):
+                self._start(self._fetch(action.room_id))
+            else:
+                self._note(action)
+        self._arm_timer()
+
+    def _start(self, coroutine: Any) -> None:
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch(self, room_id: str) -> None:
+        answer = await self._fetch_room(room_id)
+        self._carry_out(self._join.rest_answer(room_id, answer, self._loop.time()))
+
+    def _arm_timer(self) -> None:
+        wakeup = self._join.next_wakeup()
+        if wakeup is None or (self._timer_at is not None and self._timer_at <= wakeup):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = wakeup
+        self._timer = self._loop.call_at(wakeup, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._carry_out(self._join.tick(self._loop.time()))
+
+    def _note(self, note: Note) -> None:
+        fields = note.fields
+        level = _LEVELS.get(note.kind, "info")
+        metrics = self._metrics
+        if note.kind == "snapshot_sent":
+            metrics.snapshot_sent(fields["enrichment"], fields["reason"], fields["held_seconds"])
+            if fields["enrichment"] != "complete":
+                level = "warning"
+        elif note.kind == "duplicate_suppressed":
+            metrics.duplicates.labels(event_label(fields["upstream_event"])).inc()
+        elif note.kind == "payload_rejected":
+            metrics.payload_rejected(fields["upstream_event"], fields["reason"])
+        elif note.kind == "payload_warning":
+            metrics.warnings.labels(event_label(fields["upstream_event"])).inc()
+        getattr(log, level)(note.kind, **fields)

@@ -1,0 +1,466 @@
+"""The room join: a pure state machine from upstream events to downstream emits.
+
+It never touches a socket, a clock or a loop. Callers feed it upstream events, REST
+answers and the current time (``now``, monotonic seconds); each call returns the list
+of things to do, in order: :class:`Emit` to browsers, :class:`Fetch` a room from REST,
+and :class:`Note` something that happened (one log line and one metric each).
+
+The rule it keeps (CONTRACT.md): a ``new_room_complete`` is a snapshot of the room as of
+the moment it is sent, and every ``new_message`` sent after it is a delta on top of it.
+So messages forwarded before the snapshot are counted in it, a message the snapshot
+already counted (because REST showed it first) is not delivered again, and each message
+id reaches browsers at most once per event name.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from cachetools import TTLCache
+
+from .payloads import Message, Parsed, Rejected, Room, build_snapshot, parse_message, parse_room
+
+NEW_ROOM = "new_room"
+NEW_MESSAGE = "new_message"
+ROOM_MESSAGE = "room:new_message"
+SNAPSHOT = "new_room_complete"
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+_NEWEST = datetime.max.replace(tzinfo=UTC)
+
+
+class NewRoomMode(StrEnum):
+    """What browsers get as ``new_room``."""
+
+    ENRICHED = "enriched"  # the complete snapshot, sent together with new_room_complete
+    RAW = "raw"  # the upstream payload, at once
+    DROP = "drop"  # nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Send ``event`` with ``args`` to every browser, or to the browsers in ``room``."""
+
+    event: str
+    args: tuple[Any, ...]
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Start ``GET /rooms/<room_id>``; answer with :meth:`Join.rest_answer`."""
+
+    room_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something that happened: ``kind`` names it, ``fields`` say the rest."""
+
+    kind: str
+    fields: dict[str, Any]
+
+
+Action = Emit | Fetch | Note
+
+
+@dataclass(frozen=True, slots=True)
+class RestFailure:
+    """A REST request that gave no usable room; ``reason`` is a short label."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinLimits:
+    """Timing and size bounds of the join."""
+
+    hold_timeout: float = 3.0
+    retry_delay: float = 0.25
+    max_pending_rooms: int = 10_000
+    max_known_rooms: int = 200_000
+    known_room_ttl: float = 3600.0
+    max_message_ids: int = 200_000
+    message_id_ttl: float = 600.0
+    early_message_ttl: float = 30.0
+    max_early_messages_per_room: int = 256
+
+
+@dataclass(slots=True)
+class PendingRoom:
+    """A new room held until its snapshot is sent."""
+
+    room: Room
+    seen_at: float
+    deadline: float
+    rest_room: Room | None = None
+    rest_failure: str | None = None
+    fetch_in_flight: bool = False
+    fetch_attempts: int = 0
+    next_fetch_at: float | None = None
+    forwarded: list[Message] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSent:
+    """What a sent snapshot counted, so that no later event counts it again."""
+
+    counted_ids: frozenset[str]
+    rest_watermark: datetime | None
+
+    def counts(self, message: Message) -> bool:
+        if message.id is not None and message.id in self.counted_ids:
+            return True
+        return (
+            self.rest_watermark is not None
+            and message.created_at is not None
+            and message.created_at <= self.rest_watermark
+        )
+
+
+def _reflected_by(rest_last: Message | None) -> Callable[[Message], bool]:
+    """Whether REST's latest message shows that ``message`` was already saved."""
+
+    def reflected(message: Message) -> bool:
+        if rest_last is None:
+            return False
+        if message.id is not None and message.id == rest_last.id:
+            return True
+        return (
+            message.created_at is not None
+            and rest_last.created_at is not None
+            and message.created_at <= rest_last.created_at
+        )
+
+    return reflected
+
+
+def _merge_rooms(first: Room, better: Room | None) -> Room:
+    """``better``'s fields where it has them, ``first``'s elsewhere."""
+    if better is None:
+        return first
+    return Room(
+        room_id=first.room_id,
+        phone=better.phone or first.phone,
+        title=better.title or first.title,
+        created_at=better.created_at or first.created_at,
+        updated_at=better.updated_at or first.updated_at,
+        leads_info=better.leads_info if better.leads_info is not None else first.leads_info,
+        unread_count=better.unread_count,
+        message_count=better.message_count,
+        participants=better.participants or first.participants,
+        last_message=better.last_message,
+    )
+
+
+class Join:
+    """Holds new rooms until they are known, then emits one snapshot per room."""
+
+    def __init__(
+        self, *, limits: JoinLimits | None = None, new_room_mode: NewRoomMode = NewRoomMode.ENRICHED
+    ) -> None:
+        self.limits = limits = limits or JoinLimits()
+        self.new_room_mode = new_room_mode
+        self._now = 0.0
+        self.pending_rooms: dict[str, PendingRoom] = {}
+        self.snapshots_sent: TTLCache[str, SnapshotSent] = TTLCache(
+            limits.max_known_rooms, limits.known_room_ttl, timer=self._clock
+        )
+        self.early_messages: TTLCache[str, list[Message]] = TTLCache(
+            limits.max_known_rooms, limits.early_message_ttl, timer=self._clock
+        )
+        self.message_ids: dict[str, TTLCache[str, bool]] = {
+            event: TTLCache(limits.max_message_ids, limits.message_id_ttl, timer=self._clock)
+            for event in (NEW_MESSAGE, ROOM_MESSAGE)
+        }
+        self._timers: list[tuple[float, str]] = []
+
+    def _clock(self) -> float:
+        return self._now
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def upstream_event(self, event: str, args: tuple[Any, ...], now: float) -> list[Action]:
+        """An event from the backend; anything the join does not know passes through."""
+        self._now = now
+        payload = args[0] if args else None
+        if event == NEW_ROOM:
+            return self._new_room(args, payload, now)
+        if event in (NEW_MESSAGE, ROOM_MESSAGE):
+            return self._message(event, args, payload)
+        return [Emit(event, args)]
+
+    def rest_answer(
+        self, room_id: str, answer: Parsed[Room] | RestFailure, now: float
+    ) -> list[Action]:
+        """The result of a :class:`Fetch`."""
+        self._now = now
+        pending = self.pending_rooms.get(room_id)
+        if pending is None:
+            return [Note("rest_answer_unused", {"room_id": room_id})]
+        pending.fetch_in_flight = False
+        actions: list[Action] = []
+        if isinstance(answer, RestFailure):
+            pending.rest_failure = answer.reason
+            actions.append(Note("rest_failed", {"room_id": room_id, "reason": answer.reason}))
+            self._schedule_refetch(pending, now)
+            return actions
+        if answer.warnings:
+            actions.append(
+                Note(
+                    "payload_warning",
+                    {"upstream_event": "rest_room", "room_id": room_id, "fields": answer.warnings},
+                )
+            )
+        pending.rest_room = answer.value
+        pending.rest_failure = None
+        if answer.value.last_message is None and not pending.forwarded:
+            # REST answered before the first message was saved: ask again in case its
+            # event never comes.
+            self._schedule_refetch(pending, now)
+        actions.extend(self._send_if_known(room_id, pending, now))
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: refetch what is due, send what reached its deadline."""
+        self._now = now
+        actions: list[Action] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, room_id = heapq.heappop(self._timers)
+            pending = self.pending_rooms.get(room_id)
+            if pending is None:
+                continue
+            if pending.deadline <= now:
+                actions.extend(self._send(room_id, pending, now, self._partial_reason(pending)))
+            elif (
+                pending.next_fetch_at is not None
+                and pending.next_fetch_at <= now
+                and not pending.fetch_in_flight
+            ):
+                pending.next_fetch_at = None
+                actions.append(self._fetch(pending, room_id))
+        return actions
+
+    def flush(self, now: float, reason: str) -> list[Action]:
+        """Send every held room now, complete or partial (at shutdown)."""
+        self._now = now
+        actions: list[Action] = []
+        for room_id, pending in list(self.pending_rooms.items()):
+            actions.extend(self._send(room_id, pending, now, reason))
+        return actions
+
+    def next_wakeup(self) -> float | None:
+        """When :meth:`tick` has something to do next (it may find nothing)."""
+        return self._timers[0][0] if self._timers else None
+
+    # -- events -------------------------------------------------------------------------
+
+    def _new_room(self, args: tuple[Any, ...], payload: object, now: float) -> list[Action]:
+        try:
+            parsed = parse_room(payload)
+        except Rejected as exc:
+            # No room to hold: the raw payload still reaches browsers, degraded.
+            return [
+                Note("payload_rejected", {"upstream_event": NEW_ROOM, "reason": exc.reason}),
+                Emit(NEW_ROOM, args),
+            ]
+        room = parsed.value
+        room_id = room.room_id
+        actions: list[Action] = []
+        if parsed.warnings:
+            actions.append(
+                Note(
+                    "payload_warning",
+                    {"upstream_event": NEW_ROOM, "room_id": room_id, "fields": parsed.warnings},
+                )
+            )
+        if room_id in self.snapshots_sent:
+            actions.append(
+                Note("duplicate_suppressed", {"upstream_event": NEW_ROOM, "room_id": room_id})
+            )
+            return actions
+        pending = self.pending_rooms.get(room_id)
+        if pending is not None:
+            pending.room = _merge_rooms(pending.room, replace(room, last_message=None))
+            actions.append(
+                Note("duplicate_suppressed", {"upstream_event": NEW_ROOM, "room_id": room_id})
+            )
+            return actions
+        if len(self.pending_rooms) >= self.limits.max_pending_rooms:
+            oldest_id, oldest = next(iter(self.pending_rooms.items()))
+            actions.extend(self._send(oldest_id, oldest, now, "capacity"))
+        if self.new_room_mode is NewRoomMode.RAW:
+            actions.append(Emit(NEW_ROOM, args))
+        pending = PendingRoom(
+            room=room,
+            seen_at=now,
+            deadline=now + self.limits.hold_timeout,
+            forwarded=self.early_messages.pop(room_id, []),
+        )
+        self.pending_rooms[room_id] = pending
+        heapq.heappush(self._timers, (pending.deadline, room_id))
+        actions.append(
+            Note("room_held", {"room_id": room_id, "early_messages": len(pending.forwarded)})
+        )
+        actions.append(self._fetch(pending, room_id))
+        return actions
+
+    def _message(self, event: str, args: tuple[Any, ...], payload: object) -> list[Action]:
+        try:
+            parsed = parse_message(payload)
+        except Rejected as exc:
+            # Cannot be tied to a room: forwarded unchanged to every browser.
+            return [
+                Note("payload_rejected", {"upstream_event": event, "reason": exc.reason}),
+                Emit(event, args),
+            ]
+        message = parsed.value
+        actions: list[Action] = []
+        if parsed.warnings:
+            actions.append(
+                Note(
+                    "payload_warning",
+                    {
+                        "upstream_event": event,
+                        "room_id": message.room_id,
+                        "fields": parsed.warnings,
+                    },
+                )
+            )
+        seen = self.message_ids[event]
+        if message.id is not None:
+            if message.id in seen:
+                actions.append(
+                    Note(
+                        "duplicate_suppressed",
+                        {"upstream_event": event, "room_id": message.room_id},
+                    )
+                )
+                return actions
+            seen[message.id] = True
+        if event == ROOM_MESSAGE:
+            actions.append(Emit(event, args, room=f"room:{message.room_id}"))
+            return actions
+        sent = self.snapshots_sent.get(message.room_id)
+        if sent is not None and sent.counts(message):
+            actions.append(
+                Note(
+                    "duplicate_suppressed",
+                    {
+                        "upstream_event": event,
+                        "room_id": message.room_id,
+                        "reason": "counted_in_snapshot",
+                    },
+                )
+            )
+            return actions
+        actions.append(Emit(event, args))
+        pending = self.pending_rooms.get(message.room_id)
+        if pending is not None:
+            pending.forwarded.append(message)
+            actions.extend(self._send_if_known(message.room_id, pending, self._now))
+        elif sent is None:
+            # Perhaps its new_room is still on the way: remember it was forwarded.
+            early = self.early_messages.get(message.room_id) or []
+            early.append(message)
+            self.early_messages[message.room_id] = early[-self.limits.max_early_messages_per_room :]
+        return actions
+
+    # -- the snapshot -------------------------------------------------------------------
+
+    def _fetch(self, pending: PendingRoom, room_id: str) -> Fetch:
+        pending.fetch_in_flight = True
+        pending.fetch_attempts += 1
+        return Fetch(room_id)
+
+    def _schedule_refetch(self, pending: PendingRoom, now: float) -> None:
+        delay = self.limits.retry_delay * 2 ** (pending.fetch_attempts - 1)
+        if now + delay < pending.deadline:
+            pending.next_fetch_at = now + delay
+            heapq.heappush(self._timers, (now + delay, pending.room.room_id))
+
+    def _send_if_known(self, room_id: str, pending: PendingRoom, now: float) -> list[Action]:
+        """Send the snapshot once REST has answered and the latest message is known."""
+        rest = pending.rest_room
+        if rest is None or (rest.last_message is None and not pending.forwarded):
+            return []
+        return self._send(room_id, pending, now, None)
+
+    @staticmethod
+    def _partial_reason(pending: PendingRoom) -> str:
+        if pending.rest_room is not None:
+            return "no_message"
+        if pending.rest_failure is not None:
+            return pending.rest_failure
+        return "rest_pending"
+
+    def _send(
+        self, room_id: str, pending: PendingRoom, now: float, partial_reason: str | None
+    ) -> list[Action]:
+        del self.pending_rooms[room_id]
+        rest = pending.rest_room
+        rest_last = rest.last_message if rest else None
+        reflected = _reflected_by(rest_last)
+        unseen_by_rest = [m for m in pending.forwarded if not reflected(m)]
+        if rest is not None:
+            rest_count = (
+                rest.message_count if rest.message_count is not None else int(bool(rest_last))
+            )
+            rest_unread = rest.unread_count if rest.unread_count is not None else rest_count
+        else:
+            rest_count = pending.room.message_count or 0
+            rest_unread = pending.room.unread_count or 0
+        # REST's latest without a usable time is the oldest view; an event without one, the newest.
+        candidates = [(rest_last.created_at or _OLDEST, -1, rest_last)] if rest_last else []
+        candidates += [(m.created_at or _NEWEST, i, m) for i, m in enumerate(unseen_by_rest)]
+        last = max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
+        snapshot = build_snapshot(
+            _merge_rooms(pending.room, rest),
+            last,
+            unread_count=rest_unread + len(unseen_by_rest),
+            message_count=max(rest_count + len(unseen_by_rest), int(last is not None)),
+            partial_reason=partial_reason,
+        )
+        counted = {m.id for m in pending.forwarded if m.id is not None}
+        if rest_last is not None and rest_last.id is not None:
+            counted.add(rest_last.id)
+        self.snapshots_sent[room_id] = SnapshotSent(
+            frozenset(counted), rest_last.created_at if rest_last else None
+        )
+        if rest_last is None:
+            source = "message"
+        elif unseen_by_rest:
+            source = "rest+message"
+        else:
+            source = "rest"
+        actions: list[Action] = [
+            Note(
+                "snapshot_sent",
+                {
+                    "room_id": room_id,
+                    "enrichment": snapshot["enrichment"],
+                    "reason": partial_reason,
+                    "last_message_from": source if last else None,
+                    "held_seconds": round(now - pending.seen_at, 6),
+                },
+            ),
+            Emit(SNAPSHOT, (snapshot,)),
+        ]
+        if self.new_room_mode is NewRoomMode.ENRICHED:
+            actions.append(Emit(NEW_ROOM, (snapshot,)))
+        return actions
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each bounded table holds now."""
+        return {
+            "pending_rooms": len(self.pending_rooms),
+            "snapshots_sent": len(self.snapshots_sent),
+            "early_messages": len(self.early_messages),
+            "message_ids": sum(len(ids) for ids in self.message_ids.values()),
+            "timers": len(self._timers),
+        }

@@ -1,0 +1,160 @@
+"""Prometheus metrics. Labels stay bounded: never a room id, a user or a free event name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+KNOWN_EVENTS = frozenset(
+    {
+        "new_room",
+        "new_message",
+        "room:new_message",
+        "new_room_complete",
+        "room:join",
+        "room:leave",
+        "rest_room",
+    }
+)
+SNAPSHOT_REASONS = frozenset(
+    {
+        "rest_pending",
+        "no_message",
+        "capacity",
+        "shutdown",
+        "rest_timeout",
+        "rest_connection",
+        "rest_invalid_body",
+        "rest_status_3xx",
+        "rest_status_4xx",
+        "rest_status_5xx",
+    }
+)
+
+
+def event_label(event: str) -> str:
+    """An event name fit for a label: the product's own events by name, the rest as ``other``."""
+    return event if event in KNOWN_EVENTS else "other"
+
+
+def _bounded(value: object, allowed: frozenset[str]) -> str:
+    return value if isinstance(value, str) and value in allowed else "other"
+
+
+class _Sizes(Collector):
+    """Reads the sizes of the join's tables when Prometheus scrapes."""
+
+    def __init__(self, sizes: Callable[[], dict[str, int]]) -> None:
+        self._sizes = sizes
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = GaugeMetricFamily(
+            "enricher_state_entries", "Entries in each bounded internal table.", labels=["table"]
+        )
+        for table, size in self._sizes().items():
+            family.add_metric([table], size)
+        yield family
+
+
+class Metrics:
+    """Every metric enricher exports, on its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.upstream_connected = Gauge(
+            "enricher_upstream_connected",
+            "1 while the upstream Socket.IO connection is up.",
+            registry=registry,
+        )
+        self.upstream_connects = Counter(
+            "enricher_upstream_connects",
+            "Successful upstream connections, the first one included.",
+            registry=registry,
+        )
+        self.events_received = Counter(
+            "enricher_events_received",
+            "Events received from the backend, by event name.",
+            ["event"],
+            registry=registry,
+        )
+        self.events_emitted = Counter(
+            "enricher_events_emitted",
+            "Events emitted to browsers (one per emit call, not per browser), by event name.",
+            ["event"],
+            registry=registry,
+        )
+        self.client_events = Counter(
+            "enricher_client_events",
+            "Browser events, by event name and what became of them.",
+            ["event", "outcome"],
+            registry=registry,
+        )
+        self.snapshots = Counter(
+            "enricher_snapshots",
+            "new_room_complete snapshots sent, by enrichment and why a partial one was sent.",
+            ["enrichment", "reason"],
+            registry=registry,
+        )
+        self.hold_seconds = Histogram(
+            "enricher_snapshot_hold_seconds",
+            "Time from a new room being seen to its snapshot being sent.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
+            registry=registry,
+        )
+        self.rest_requests = Counter(
+            "enricher_rest_requests",
+            "GET /rooms/<id> requests to the backend, by outcome (status class or error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rest_seconds = Histogram(
+            "enricher_rest_request_duration_seconds",
+            "Duration of GET /rooms/<id> requests to the backend.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=registry,
+        )
+        self.rest_in_flight = Gauge(
+            "enricher_rest_requests_in_flight",
+            "GET /rooms/<id> requests under way.",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "enricher_duplicates_suppressed",
+            "Upstream events not forwarded because browsers already had them, by event name.",
+            ["event"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "enricher_payloads_rejected",
+            "Payloads that could not be used as they came (forwarded degraded), by reason.",
+            ["event", "reason"],
+            registry=registry,
+        )
+        self.warnings = Counter(
+            "enricher_payload_fields_defaulted",
+            "Payload fields that were missing or odd and got a default, by event name.",
+            ["event"],
+            registry=registry,
+        )
+        self.browsers = Gauge(
+            "enricher_browsers_connected", "Browsers connected now.", registry=registry
+        )
+
+    def watch_sizes(self, sizes: Callable[[], dict[str, int]]) -> None:
+        """Export the join's table sizes (``rooms held now`` is ``pending_rooms``)."""
+        self.registry.register(_Sizes(sizes))
+
+    def snapshot_sent(self, enrichment: str, reason: object, held_seconds: float) -> None:
+        label = "" if reason is None else _bounded(reason, SNAPSHOT_REASONS)
+        self.snapshots.labels(enrichment, label).inc()
+        self.hold_seconds.observe(held_seconds)
+
+    def rest_request(self, outcome: str, seconds: float) -> None:
+        self.rest_requests.labels(outcome).inc()
+        self.rest_seconds.observe(seconds)
+
+    def payload_rejected(self, event: str, reason: str) -> None:
+        self.rejected.labels(event_label(event), reason).inc()

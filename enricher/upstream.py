@@ -1,0 +1,168 @@
+"""The one Socket.IO connection to the backend: connects, reconnects forever, feeds events on.
+
+python-socketio's own reconnection is off: it does not cover the first connection, nor a
+backend that disconnects the socket on purpose, so one supervisor loop covers every case
+with the same backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import socketio
+import structlog
+
+from .config import UpstreamSettings
+
+log = structlog.get_logger("enricher.upstream")
+
+EventSink = Callable[[str, tuple[Any, ...]], None]
+
+
+class UpstreamUnavailable(Exception):
+    """The backend connection is down; the event was not sent."""
+
+
+def as_socketio_data(args: tuple[Any, ...]) -> Any:
+    """python-socketio's ``data`` for a list of event arguments (a tuple means several)."""
+    if not args:
+        return None
+    return args[0] if len(args) == 1 else tuple(args)
+
+
+def connect_url(url: str, query: dict[str, str]) -> str:
+    """``url`` with the configured handshake query parameters added."""
+    if not query:
+        return url
+    parts = urlsplit(url)
+    extra = urlencode(query)
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: somewhere in the upper half of ``base * 2**attempt``."""
+    ceiling = min(cap, base * 2 ** min(attempt, 30))
+    return float(ceiling * (0.5 + 0.5 * rng.random()))
+
+
+class Upstream:
+    """Keeps one connection to the backend up and hands every event to ``on_event``.
+
+    ``on_event`` is called synchronously, in the order the backend sent the events.
+    ``on_connected`` runs after each successful (re)connection.
+    """
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        on_event: EventSink,
+        on_connected: Callable[[], Awaitable[None]],
+        on_state: Callable[[bool], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._on_event = on_event
+        self._on_connected = on_connected
+        self._on_state = on_state
+        self._rng = rng or random.Random()
+        self._send_lock = asyncio.Lock()
+        self._stopping = False
+        self._disconnected = asyncio.Event()
+        self.client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        self.client.on("*", self._any_event)
+        self.client.on("disconnect", self._disconnect)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.connected)
+
+    async def _any_event(self, event: str, *args: Any) -> None:
+        self._on_event(event, args)
+
+    async def _disconnect(self, reason: str | None = None) -> None:
+        log.warning("upstream_disconnected", reason=str(reason))
+        self._on_state(False)
+        self._disconnected.set()
+
+    async def run(self) -> None:
+        """Connect, and reconnect after every loss, until :meth:`stop`."""
+        attempt = 0
+        settings = self._settings
+        while not self._stopping:
+            log.info("upstream_connecting", url=settings.url, attempt=attempt)
+            self._disconnected.clear()
+            try:
+                await self.client.connect(
+                    connect_url(settings.url, settings.query),
+                    headers=settings.headers,
+                    auth=settings.auth,
+                    transports=settings.transports,
+                    namespaces=["/"],
+                    socketio_path=settings.socketio_path,
+                    wait_timeout=settings.connect_timeout,
+                )
+            except (socketio.exceptions.ConnectionError, OSError, ValueError) as exc:
+                delay = backoff_delay(
+                    attempt, settings.reconnect_delay, settings.reconnect_delay_max, self._rng
+                )
+                attempt += 1
+                log.warning(
+                    "upstream_connect_failed",
+                    error=str(exc) or type(exc).__name__,
+                    retry_in=round(delay, 3),
+                )
+                await self._pause(delay)
+                continue
+            attempt = 0
+            log.info("upstream_connected", url=settings.url, sid=self.client.sid)
+            self._on_state(True)
+            await self._on_connected()
+            await self._disconnected.wait()
+            await self.client.eio.wait()
+            if not self._stopping:
+                await self._pause(
+                    backoff_delay(
+                        0, settings.reconnect_delay, settings.reconnect_delay_max, self._rng
+                    )
+                )
+
+    async def _pause(self, seconds: float) -> None:
+        if not self._stopping:
+            await asyncio.sleep(seconds)
+
+    async def stop(self) -> None:
+        """Disconnect and stop reconnecting."""
+        self._stopping = True
+        if self.client.connected:
+            await self.client.disconnect()
+
+    async def emit(self, event: str, args: tuple[Any, ...]) -> None:
+        """Send an event to the backend; raises :class:`UpstreamUnavailable` when down."""
+        if not self.client.connected:
+            raise UpstreamUnavailable(event)
+        async with self._send_lock:
+            await self.client.emit(event, as_socketio_data(args))
+
+    async def call(self, event: str, args: tuple[Any, ...], timeout: float) -> Any:
+        """Send an event and wait for the backend's ack; its arguments come back as
+        python-socketio gives them (one value, a tuple of several, or None).
+
+        Raises :class:`UpstreamUnavailable` when down and ``TimeoutError`` when no ack came.
+        """
+        if not self.client.connected:
+            raise UpstreamUnavailable(event)
+        answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+
+        def acked(*ack_args: Any) -> None:
+            if not answer.done():
+                answer.set_result(ack_args)
+
+        async with self._send_lock:
+            await self.client.emit(event, as_socketio_data(args), callback=acked)
+        ack_args = await asyncio.wait_for(answer, timeout)
+        return as_socketio_data(ack_args)

@@ -1,0 +1,237 @@
+"""The join, scenario by scenario: what a browser's sidebar shows afterwards."""
+
+from __future__ import annotations
+
+from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, RestFailure
+from enricher.payloads import parse_rest_room
+
+from .world import Backend, Browser, truth
+
+
+def rest(backend: Backend, room_id: str, shape: str = "flat"):  # type: ignore[no-untyped-def]
+    return parse_rest_room(backend.rooms[room_id].rest_body(shape), room_id)
+
+
+def emitted(actions: list, event: str) -> list:  # type: ignore[type-arg]
+    return [a.args[0] for a in actions if isinstance(a, Emit) and a.event == event]
+
+
+def setup(lead: str | None = "Budi Santoso") -> tuple[Backend, Join, Browser]:
+    backend = Backend()
+    backend.add_room("r1", "6287879565390", lead)
+    return backend, Join(), Browser()
+
+
+def test_new_customer_rest_answers_before_the_first_message_is_saved() -> None:
+    """Seed Test Scenario 1: the room appears with name, last message and unread 1."""
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    actions = join.upstream_event("new_room", (room.new_room_payload(),), now=0.0)
+    assert Fetch("r1") in actions
+    assert emitted(actions, "new_room_complete") == []
+    browser.apply(actions)
+    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=0.01))
+    message = backend.save_message("r1", "Hello from customer")
+    actions = join.upstream_event("new_message", (message,), now=0.02)
+    browser.apply(actions)
+    # the message is forwarded at once, the snapshot counts it
+    assert [a.event for a in actions if isinstance(a, Emit)] == [
+        "new_message",
+        "new_room_complete",
+        "new_room",
+    ]
+    for style in ("modern", "legacy"):
+        assert browser.sidebar(style) == {"r1": [truth(room)]}
+    snapshot = browser.snapshots[0]
+    assert snapshot["enrichment"] == "complete"
+    assert snapshot["leads_info"]["loan_type"] == "personal_loan"
+    assert snapshot["last_message"]["id"] == message["id"]
+    assert snapshot["last_message_text"] == "Hello from customer"
+    assert snapshot["unread_count"] == 1 and snapshot["message_count"] == 1
+
+
+def test_existing_customer_writes_again_then_an_agent_replies() -> None:
+    """Seed Test Scenario 2: later messages are deltas on the snapshot."""
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    first = backend.save_message("r1", "Hi")
+    browser.apply(join.upstream_event("new_message", (first,), now=0.01))
+    browser.apply(join.rest_answer("r1", rest(backend, "r1", "nested"), now=0.02))
+    second = backend.save_message("r1", "Still there?")
+    reply = backend.save_message("r1", "Yes, how can I help?", user_id="agent-1")
+    for message in (second, reply):
+        actions = join.upstream_event("new_message", (message,), now=1.0)
+        assert emitted(actions, "new_message") == [message]
+        browser.apply(actions)
+    assert len(browser.snapshots) == 1
+    for style in ("modern", "legacy"):
+        assert browser.sidebar(style) == {"r1": [truth(room)]}
+
+
+def test_rest_already_shows_a_message_whose_event_is_still_on_the_way() -> None:
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    first = backend.save_message("r1", "one")
+    second = backend.save_message("r1", "two")
+    actions = join.rest_answer("r1", rest(backend, "r1"), now=0.05)
+    assert emitted(actions, "new_room_complete")[0]["unread_count"] == 2
+    browser.apply(actions)
+    for message in (first, second, first):
+        actions = join.upstream_event("new_message", (message,), now=0.1)
+        assert emitted(actions, "new_message") == []
+        browser.apply(actions)
+    third = backend.save_message("r1", "three")
+    browser.apply(join.upstream_event("new_message", (third,), now=0.2))
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+
+
+def test_message_before_room() -> None:
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    message = backend.save_message("r1", "first!")
+    actions = join.upstream_event("new_message", (message,), now=0.0)
+    assert emitted(actions, "new_message") == [message]
+    browser.apply(actions)
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.01))
+    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=0.02))
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+    assert browser.sidebar("legacy") == {"r1": [truth(room)]}
+
+
+def test_duplicates_reach_browsers_once() -> None:
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    for _ in range(2):
+        browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    message = backend.save_message("r1", "hello")
+    for _ in range(2):
+        browser.apply(join.upstream_event("new_message", (message,), now=0.01))
+    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=0.02))
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.03))
+    browser.apply(join.upstream_event("new_message", (message,), now=0.04))
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+    assert browser.deliveries == {("new_message", message["id"]): 1}
+
+
+def test_missed_first_message_is_taken_from_rest() -> None:
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    backend.save_message("r1", "lost on the way")
+    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=0.01))
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+
+
+def test_missed_first_message_saved_after_rest_answered_is_fetched_again() -> None:
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    assert join.rest_answer("r1", rest(backend, "r1"), now=0.01) == []
+    backend.save_message("r1", "its event never comes")
+    wakeup = join.next_wakeup()
+    assert wakeup is not None and wakeup < 3.0
+    assert Fetch("r1") in join.tick(wakeup)
+    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=wakeup + 0.01))
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+    assert browser.snapshots[0]["enrichment"] == "complete"
+
+
+def test_failing_rest_gives_a_partial_snapshot_at_the_deadline() -> None:
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    assert join.rest_answer("r1", RestFailure("rest_status_5xx"), now=0.1) != []
+    message = backend.save_message("r1", "hello")
+    browser.apply(join.upstream_event("new_message", (message,), now=0.2))
+    assert browser.snapshots == []
+    assert join.tick(0.35) == [Fetch("r1")]  # retried after retry_delay
+    join.rest_answer("r1", RestFailure("rest_status_5xx"), now=0.4)
+    assert browser.snapshots == []
+    browser.apply(join.tick(3.0))
+    (snapshot,) = browser.snapshots
+    assert snapshot["enrichment"] == "partial"
+    assert snapshot["enrichment_reason"] == "rest_status_5xx"
+    # what it knows is right: the lead from new_room, the forwarded message counted
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+
+
+def test_rest_that_never_answers_and_no_lead() -> None:
+    backend, join, browser = setup(lead=None)
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    browser.apply(join.tick(3.0))
+    (snapshot,) = browser.snapshots
+    assert snapshot["enrichment_reason"] == "rest_pending"
+    assert snapshot["room_title"] == "Customer 6287879565390"
+    assert snapshot["leads_info"] is None and snapshot["last_message"] is None
+    message = backend.save_message("r1", "late but here")
+    browser.apply(join.upstream_event("new_message", (message,), now=3.5))
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+    # a REST answer after the snapshot changes nothing
+    assert [a for a in join.rest_answer("r1", rest(backend, "r1"), 4.0) if isinstance(a, Emit)] == []
+
+
+def test_rooms_older_than_the_proxy_pass_through_without_snapshot() -> None:
+    backend, join, _ = setup()
+    message = backend.save_message("r1", "returning customer")
+    actions = join.upstream_event("new_message", (message,), now=0.0)
+    assert [a for a in actions if isinstance(a, Emit)] == [Emit("new_message", (message,))]
+    assert join.tick(100.0) == []
+    assert join.pending_rooms == {}
+
+
+def test_new_room_modes() -> None:
+    backend = Backend()
+    room = backend.add_room("r1", "62811", "Siti")
+    payload = room.new_room_payload()
+    raw = Join(new_room_mode=NewRoomMode.RAW)
+    assert emitted(raw.upstream_event("new_room", (payload,), 0.0), "new_room") == [payload]
+    dropped = Join(new_room_mode=NewRoomMode.DROP)
+    dropped.upstream_event("new_room", (payload,), 0.0)
+    actions = dropped.tick(10.0)
+    assert emitted(actions, "new_room") == [] and len(emitted(actions, "new_room_complete")) == 1
+
+
+def test_room_messages_go_to_the_local_room_once() -> None:
+    backend, join, _ = setup()
+    message = backend.save_message("r1", "hi")
+    actions = join.upstream_event("room:new_message", (message,), 0.0)
+    assert [a for a in actions if isinstance(a, Emit)] == [
+        Emit("room:new_message", (message,), room="room:r1")
+    ]
+    assert [a for a in join.upstream_event("room:new_message", (message,), 0.1) if isinstance(a, Emit)] == []
+
+
+def test_other_events_pass_through_unchanged() -> None:
+    join = Join()
+    args = ({"a": 1}, "x", [1, 2])
+    assert join.upstream_event("user_typing", args, 0.0) == [Emit("user_typing", args)]
+    assert join.upstream_event("ping", (), 0.0) == [Emit("ping", ())]
+
+
+def test_unusable_payloads_are_forwarded_and_noted() -> None:
+    join = Join()
+    for event, payload in [
+        ("new_message", "not an object"),
+        ("new_message", {"id": "m1"}),
+        ("new_room", {"room_id": {"nested": True}}),
+        ("room:new_message", None),
+    ]:
+        actions = join.upstream_event(event, (payload,), 0.0)
+        kinds = [a.kind for a in actions if not isinstance(a, Emit | Fetch)]
+        assert "payload_rejected" in kinds
+        assert [a.event for a in actions if isinstance(a, Emit)] == [event]
+
+
+def test_held_rooms_are_bounded() -> None:
+    join = Join(limits=JoinLimits(max_pending_rooms=2))
+    backend = Backend()
+    sent = []
+    for i in range(5):
+        room = backend.add_room(f"r{i}", f"628{i}", None)
+        sent += emitted(join.upstream_event("new_room", (room.new_room_payload(),), 0.0), "new_room_complete")
+    assert len(join.pending_rooms) == 2
+    assert [s["enrichment_reason"] for s in sent] == ["capacity"] * 3
+    assert len(emitted(join.flush(0.1, "shutdown"), "new_room_complete")) == 2
