@@ -170,7 +170,9 @@ def test_rest_that_never_answers_and_no_lead() -> None:
     browser.apply(join.upstream_event("new_message", (message,), now=3.5))
     assert browser.sidebar("modern") == {"r1": [truth(room)]}
     # a REST answer after the snapshot changes nothing
-    assert [a for a in join.rest_answer("r1", rest(backend, "r1"), 4.0) if isinstance(a, Emit)] == []
+    assert [
+        a for a in join.rest_answer("r1", rest(backend, "r1"), 4.0) if isinstance(a, Emit)
+    ] == []
 
 
 def test_rooms_older_than_the_proxy_pass_through_without_snapshot() -> None:
@@ -201,7 +203,9 @@ def test_room_messages_go_to_the_local_room_once() -> None:
     assert [a for a in actions if isinstance(a, Emit)] == [
         Emit("room:new_message", (message,), room="room:r1")
     ]
-    assert [a for a in join.upstream_event("room:new_message", (message,), 0.1) if isinstance(a, Emit)] == []
+    assert [
+        a for a in join.upstream_event("room:new_message", (message,), 0.1) if isinstance(a, Emit)
+    ] == []
 
 
 def test_other_events_pass_through_unchanged() -> None:
@@ -231,7 +235,9 @@ def test_held_rooms_are_bounded() -> None:
     sent = []
     for i in range(5):
         room = backend.add_room(f"r{i}", f"628{i}", None)
-        sent += emitted(join.upstream_event("new_room", (room.new_room_payload(),), 0.0), "new_room_complete")
+        sent += emitted(
+            join.upstream_event("new_room", (room.new_room_payload(),), 0.0), "new_room_complete"
+        )
     assert len(join.pending_rooms) == 2
     assert [s["enrichment_reason"] for s in sent] == ["capacity"] * 3
     assert len(emitted(join.flush(0.1, "shutdown"), "new_room_complete")) == 2

@@ -77,7 +77,10 @@ class BackendRoom:
         }
         if shape == "nested":
             room["last_message"] = (
-                {k: last[k] for k in ("id", "content_text", "content_type", "created_at", "user_id")}
+                {
+                    k: last[k]
+                    for k in ("id", "content_text", "content_type", "created_at", "user_id")
+                }
                 if last
                 else None
             )

@@ -1,0 +1,153 @@
+"""A python-socketio backend stub with REST, the proxy in-process, python-socketio browsers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import socketio
+from aiohttp import web
+
+from enricher.app import Running, running
+from enricher.config import load_settings
+from enricher.logs import configure_logging
+
+from ..core.world import Backend
+
+
+class StubBackend:
+    """The backend's events and REST, on a real python-socketio server."""
+
+    def __init__(self) -> None:
+        self.data = Backend()
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", logger=False)
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.app.router.add_get("/rooms/{room_id}", self._room)
+        self.rest_shape = "flat"
+        self.rest_hook: Callable[[str], Any] | None = None
+        self.rest_paths: list[tuple[str, str]] = []
+        self.client_events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+        self.connections: asyncio.Queue[str] = asyncio.Queue()
+        self.sio.on("connect", self._connect)
+        self.sio.on("room:join", self._join)
+        self.sio.on("room:leave", self._leave)
+        self.sio.on("*", self._any)
+        self.url = ""
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        await self.connections.put(sid)
+
+    async def _join(self, sid: str, data: dict[str, Any]) -> None:
+        await self.sio.enter_room(sid, f"room:{data['room_id']}")
+        await self.client_events.put(("room:join", (data,)))
+
+    async def _leave(self, sid: str, data: dict[str, Any]) -> None:
+        await self.sio.leave_room(sid, f"room:{data['room_id']}")
+        await self.client_events.put(("room:leave", (data,)))
+
+    async def _any(self, event: str, sid: str, *args: Any) -> Any:
+        await self.client_events.put((event, args))
+        if event == "echo":
+            return args[0] if len(args) == 1 else args
+        return None
+
+    async def _room(self, request: web.Request) -> web.Response:
+        room_id = request.match_info["room_id"]
+        self.rest_paths.append((request.raw_path, room_id))
+        if self.rest_hook is not None:
+            answer = await self.rest_hook(room_id)
+            if answer is not None:
+                return answer  # type: ignore[no-any-return]
+        room = self.data.rooms.get(room_id)
+        if room is None or not room.created:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(room.rest_body(self.rest_shape))
+
+    async def new_customer(
+        self, room_id: str, phone: str, name: str | None, text: str
+    ) -> dict[str, Any]:
+        """ensureRoom() then handleIncomingMessage(), as the seed describes."""
+        room = self.data.add_room(room_id, phone, name)
+        room.created = True
+        await self.sio.emit("new_room", room.new_room_payload())
+        return await self.message(room_id, text)
+
+    async def message(self, room_id: str, text: str, user_id: str | None = None) -> dict[str, Any]:
+        message = self.data.save_message(room_id, text, user_id)
+        await self.sio.emit("room:new_message", message, to=f"room:{room_id}")
+        await self.sio.emit("new_message", message)
+        return message
+
+
+@pytest.fixture
+async def backend(aiohttp_server: Any) -> StubBackend:
+    stub = StubBackend()
+    server = await aiohttp_server(stub.app)
+    stub.url = f"http://127.0.0.1:{server.port}"
+    return stub
+
+
+@pytest.fixture
+def proxy_settings() -> dict[str, Any]:
+    """Extra settings for the proxy under test (dotted names)."""
+    return {}
+
+
+@pytest.fixture
+async def proxy(backend: StubBackend, proxy_settings: dict[str, Any]) -> AsyncIterator[Running]:
+    configure_logging("warning", "console")
+    settings = load_settings(
+        None,
+        **{
+            "upstream.url": backend.url,
+            "upstream.reconnect_delay": 0.05,
+            "listen": "127.0.0.1:0",
+            "admin_listen": "127.0.0.1:0",
+            **proxy_settings,
+        },
+    )
+    async with running(settings) as proxy:
+        await asyncio.wait_for(backend.connections.get(), 10)
+        yield proxy
+
+
+class BrowserClient:
+    """A python-socketio client that records what it receives."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+
+        async def any_event(event: str, *args: Any) -> None:
+            await self.events.put((event, args))
+
+        self.sio.on("*", any_event)
+
+    async def next(self, *names: str, timeout: float = 5.0) -> tuple[str, tuple[Any, ...]]:
+        """The next event with one of ``names`` (others are skipped)."""
+        while True:
+            event, args = await asyncio.wait_for(self.events.get(), timeout)
+            if not names or event in names:
+                return event, args
+
+
+@pytest.fixture
+async def browsers(proxy: Running) -> AsyncIterator[Callable[[int], Any]]:
+    opened: list[BrowserClient] = []
+
+    async def open_browsers(n: int) -> list[BrowserClient]:
+        new = [BrowserClient() for _ in range(n)]
+        await asyncio.gather(
+            *(
+                b.sio.connect(f"http://127.0.0.1:{proxy.public_port}", transports=["websocket"])
+                for b in new
+            )
+        )
+        opened.extend(new)
+        return new
+
+    yield open_browsers
+    await asyncio.gather(*(b.sio.disconnect() for b in opened))

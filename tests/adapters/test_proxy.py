@@ -1,0 +1,134 @@
+"""The proxy between a python-socketio backend and python-socketio browsers, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from enricher.app import Running
+
+from .conftest import StubBackend
+
+
+async def test_new_customer_arrives_complete(backend: StubBackend, browsers: Any) -> None:
+    (browser,) = await browsers(1)
+    message = await backend.new_customer("r1", "6281234", "Budi Santoso", "Halo")
+    seen = [await browser.next("new_message", "new_room_complete", "new_room") for _ in range(3)]
+    assert [event for event, _ in seen] == ["new_message", "new_room_complete", "new_room"]
+    assert seen[0][1] == (message,)
+    snapshot = seen[1][1][0]
+    assert snapshot["leads_info"]["name"] == "Budi Santoso"
+    assert snapshot["last_message"]["content_text"] == "Halo"
+    assert snapshot["unread_count"] == 1 and snapshot["enrichment"] == "complete"
+    assert seen[2][1][0] == snapshot
+
+
+async def test_rest_is_asked_with_an_escaped_room_id(backend: StubBackend, browsers: Any) -> None:
+    (browser,) = await browsers(1)
+    await backend.new_customer("../admin?x=1", "6281", None, "hi")
+    _, (snapshot,) = await browser.next("new_room_complete")
+    ((path, room_id),) = backend.rest_paths
+    assert path.startswith("/rooms/..%2Fadmin%3F") and room_id == "../admin?x=1"
+    assert snapshot["room_title"] == "Customer 6281"
+
+
+async def test_pass_through_both_ways_with_acks(backend: StubBackend, browsers: Any) -> None:
+    first, second = await browsers(2)
+    await backend.sio.emit("agent:typing", ({"agent": "a1"}, "room-9"))
+    for browser in (first, second):
+        assert await browser.next("agent:typing") == ("agent:typing", ({"agent": "a1"}, "room-9"))
+    answer = await first.sio.call("echo", {"x": 1}, timeout=5)
+    assert answer == {"x": 1}
+    assert await backend.client_events.get() == ("echo", ({"x": 1},))
+    await first.sio.emit("status:set", "away")
+    assert await backend.client_events.get() == ("status:set", ("away",))
+
+
+@pytest.mark.parametrize("proxy_settings", [{"client_events": ["echo"]}])
+async def test_events_not_allowed_get_an_error_ack(backend: StubBackend, browsers: Any) -> None:
+    (browser,) = await browsers(1)
+    answer = await browser.sio.call("delete_everything", {}, timeout=5)
+    assert answer == {"error": "event_not_allowed", "event": "delete_everything"}
+    assert await browser.sio.call("echo", "ok", timeout=5) == "ok"
+    assert await backend.client_events.get() == ("echo", ("ok",))
+
+
+async def test_room_join_is_shared_and_reference_counted(
+    backend: StubBackend, browsers: Any
+) -> None:
+    first, second, third = await browsers(3)
+    backend.data.add_room("r1", "6281", "Siti").created = True
+    assert await first.sio.call("room:join", {"room_id": "r1"}, timeout=5) == {
+        "ok": True,
+        "room_id": "r1",
+    }
+    await second.sio.call("room:join", {"room_id": "r1"}, timeout=5)
+    assert await backend.client_events.get() == ("room:join", ({"room_id": "r1"},))
+    message = await backend.message("r1", "for the open chat")
+    for browser in (first, second):
+        assert await browser.next("room:new_message") == ("room:new_message", (message,))
+    # events keep their order: had the third got the room's message, it would come first
+    assert await third.next("new_message", "room:new_message") == ("new_message", (message,))
+    await first.sio.call("room:leave", {"room_id": "r1"}, timeout=5)
+    assert backend.client_events.empty()
+    await second.sio.disconnect()
+    assert await asyncio.wait_for(backend.client_events.get(), 5) == (
+        "room:leave",
+        ({"room_id": "r1"},),
+    )
+
+
+async def test_reconnects_after_the_backend_disconnects_it(
+    backend: StubBackend, proxy: Running, browsers: Any
+) -> None:
+    (browser,) = await browsers(1)
+    await browser.sio.call("room:join", {"room_id": "r1"}, timeout=5)
+    await backend.client_events.get()
+    (sid,) = [s for s in backend.sio.manager.get_participants("/", None)]
+    await backend.sio.disconnect(sid[0])
+    await asyncio.wait_for(backend.connections.get(), 10)
+    # rooms are joined again on the new connection, and events flow again
+    assert await asyncio.wait_for(backend.client_events.get(), 5) == (
+        "room:join",
+        ({"room_id": "r1"},),
+    )
+    await backend.new_customer("r2", "6282", "Dewi", "after the reconnect")
+    _, (snapshot,) = await browser.next("new_room_complete")
+    assert snapshot["last_message_text"] == "after the reconnect"
+    assert browser.sio.connected
+
+
+@pytest.mark.parametrize("proxy_settings", [{"hold_timeout": 0.3}])
+async def test_failing_rest_still_gives_a_snapshot(backend: StubBackend, browsers: Any) -> None:
+    async def failing(room_id: str) -> web.Response:
+        return web.Response(status=503)
+
+    backend.rest_hook = failing
+    (browser,) = await browsers(1)
+    await backend.new_customer("r1", "6281", "Budi", "hello")
+    _, (snapshot,) = await browser.next("new_room_complete")
+    assert snapshot["enrichment"] == "partial"
+    assert snapshot["enrichment_reason"] == "rest_status_5xx"
+    assert snapshot["leads_info"]["name"] == "Budi" and snapshot["unread_count"] == 1
+
+
+async def test_admin_endpoints(proxy: Running, backend: StubBackend, browsers: Any) -> None:
+    (browser,) = await browsers(1)
+    await backend.new_customer("r1", "6281", "Budi", "hello")
+    await browser.next("new_room_complete")
+    admin = f"http://127.0.0.1:{proxy.admin_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{admin}/healthz") as response:
+            assert response.status == 200 and await response.json() == {"status": "ok"}
+        async with http.get(f"{admin}/readyz") as response:
+            assert response.status == 200 and (await response.json())["ready"] is True
+        async with http.get(f"{admin}/metrics") as response:
+            text = await response.text()
+    assert 'enricher_snapshots_total{enrichment="complete",reason=""} 1.0' in text
+    assert 'enricher_events_received_total{event="new_message"} 1.0' in text
+    assert "enricher_upstream_connected 1.0" in text
+    assert 'enricher_rest_requests_total{outcome="2xx"} 1.0' in text
