@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -168,5 +169,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             for err in exc.errors()
         )
         raise ConfigError(f"bad setting: {problems}") from None
-    except ValueError as exc:  # a YAML file that does not parse
-        raise ConfigError(f"--config {config_file}: {exc}") from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # a file that is not YAML settings
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"--config {config_file}: not a YAML settings file: {reason}") from None
