@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from enricher.app import Running
+from enricher.app import Running, running
+from enricher.config import load_settings
 
-from .conftest import StubBackend
+from .conftest import BrowserClient, StubBackend
 
 
 async def test_new_customer_arrives_complete(backend: StubBackend, browsers: Any) -> None:
@@ -132,3 +134,35 @@ async def test_admin_endpoints(proxy: Running, backend: StubBackend, browsers: A
     assert 'enricher_events_received_total{event="new_message"} 1.0' in text
     assert "enricher_upstream_connected 1.0" in text
     assert 'enricher_rest_requests_total{outcome="2xx"} 1.0' in text
+
+
+async def test_an_unreachable_backend_is_retried_until_it_comes(aiohttp_server: Any) -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    settings = load_settings(
+        None,
+        **{
+            "upstream.url": f"http://127.0.0.1:{port}",
+            "upstream.reconnect_delay": 0.05,
+            "upstream.reconnect_delay_max": 0.2,
+            "listen": "127.0.0.1:0",
+            "admin_listen": "127.0.0.1:0",
+        },
+    )
+    async with running(settings) as proxy, aiohttp.ClientSession() as http:
+        readyz = f"http://127.0.0.1:{proxy.admin_port}/readyz"
+        async with http.get(readyz) as response:
+            assert response.status == 503
+            assert (await response.json())["checks"] == {"upstream": "disconnected"}
+        browser = BrowserClient()
+        await browser.sio.connect(f"http://127.0.0.1:{proxy.public_port}")
+        backend = StubBackend()
+        await aiohttp_server(backend.app, port=port)
+        await asyncio.wait_for(backend.connections.get(), 10)
+        await backend.sio.emit("hello", "again")
+        assert await browser.next("hello") == ("hello", ("again",))
+        await browser.sio.disconnect()
+        async with http.get(readyz) as response:
+            assert response.status == 200
