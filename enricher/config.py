@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     socketio_path: str = "socket.io"
     cors_origins: list[str] | Literal["*"] = "*"
     hold_timeout: Seconds = 3.0
+    event_grace: Seconds = 0.2
     new_room_mode: NewRoomMode = NewRoomMode.ENRICHED
     client_events: list[str] | Literal["*"] = "*"
     state: StateSettings = StateSettings()
@@ -133,6 +134,7 @@ class Settings(BaseSettings):
     def join_limits(self) -> JoinLimits:
         return JoinLimits(
             hold_timeout=self.hold_timeout,
+            event_grace=min(self.event_grace, self.hold_timeout),
             retry_delay=self.rest.retry_delay,
             max_pending_rooms=self.state.max_pending_rooms,
             max_known_rooms=self.state.max_known_rooms,

@@ -89,6 +89,7 @@ class JoinLimits:
     message_id_ttl: float = 600.0
     early_message_ttl: float = 30.0
     max_early_messages_per_room: int = 256
+    event_grace: float = 0.2
 
 
 @dataclass(slots=True)
@@ -103,6 +104,7 @@ class PendingRoom:
     fetch_in_flight: bool = False
     fetch_attempts: int = 0
     next_fetch_at: float | None = None
+    grace_until: float | None = None
     forwarded: list[Message] = field(default_factory=list)
 
 
@@ -138,6 +140,23 @@ def _reflected_by(rest_last: Message | None) -> Callable[[Message], bool]:
         )
 
     return reflected
+
+
+def _same_message(event: Message, rest_last: Message) -> bool:
+    """Whether a message event is the one a flat REST answer (no id) describes."""
+    return (
+        event.created_at is not None
+        and event.created_at == rest_last.created_at
+        and rest_last.content_text in (None, event.content_text)
+    )
+
+
+def _latest(rest_last: Message | None, unseen_by_rest: list[Message]) -> Message | None:
+    """The room's latest message: REST's, or a forwarded one REST did not show yet."""
+    # REST's latest without a usable time is the oldest view; an event without one, the newest.
+    candidates = [(rest_last.created_at or _OLDEST, -1, rest_last)] if rest_last else []
+    candidates += [(m.created_at or _NEWEST, i, m) for i, m in enumerate(unseen_by_rest)]
+    return max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
 
 
 def _merge_rooms(first: Room, better: Room | None) -> Room:
@@ -237,6 +256,8 @@ class Join:
                 continue
             if pending.deadline <= now:
                 actions.extend(self._send(room_id, pending, now, self._partial_reason(pending)))
+            elif pending.grace_until is not None and pending.grace_until <= now:
+                actions.extend(self._send_if_known(room_id, pending, now))
             elif (
                 pending.next_fetch_at is not None
                 and pending.next_fetch_at <= now
@@ -389,7 +410,28 @@ class Join:
         rest = pending.rest_room
         if rest is None or (rest.last_message is None and not pending.forwarded):
             return []
+        rest_last = rest.last_message
+        if (
+            rest_last is not None
+            and rest_last.id is None
+            and _latest(rest_last, self._unseen_by_rest(pending)) is rest_last
+            and not any(_same_message(m, rest_last) for m in pending.forwarded)
+        ):
+            # A flat REST answer names no message id: give the message's own event a
+            # moment to arrive, so that the snapshot carries its id and sender.
+            if pending.grace_until is None:
+                pending.grace_until = min(now + self.limits.event_grace, pending.deadline)
+                heapq.heappush(self._timers, (pending.grace_until, room_id))
+            if now < pending.grace_until:
+                return []
         return self._send(room_id, pending, now, None)
+
+    @staticmethod
+    def _unseen_by_rest(pending: PendingRoom) -> list[Message]:
+        """Forwarded messages that REST's answer does not show yet."""
+        rest_last = pending.rest_room.last_message if pending.rest_room else None
+        reflected = _reflected_by(rest_last)
+        return [m for m in pending.forwarded if not reflected(m)]
 
     @staticmethod
     def _partial_reason(pending: PendingRoom) -> str:
@@ -405,8 +447,7 @@ class Join:
         del self.pending_rooms[room_id]
         rest = pending.rest_room
         rest_last = rest.last_message if rest else None
-        reflected = _reflected_by(rest_last)
-        unseen_by_rest = [m for m in pending.forwarded if not reflected(m)]
+        unseen_by_rest = self._unseen_by_rest(pending)
         if rest is not None:
             rest_count = (
                 rest.message_count if rest.message_count is not None else int(bool(rest_last))
@@ -415,10 +456,10 @@ class Join:
         else:
             rest_count = pending.room.message_count or 0
             rest_unread = pending.room.unread_count or 0
-        # REST's latest without a usable time is the oldest view; an event without one, the newest.
-        candidates = [(rest_last.created_at or _OLDEST, -1, rest_last)] if rest_last else []
-        candidates += [(m.created_at or _NEWEST, i, m) for i, m in enumerate(unseen_by_rest)]
-        last = max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
+        last = _latest(rest_last, unseen_by_rest)
+        if last is not None and last is rest_last and last.id is None:
+            # the forwarded event of the message REST describes has its id and sender
+            last = next((m for m in pending.forwarded if _same_message(m, last)), last)
         snapshot = build_snapshot(
             _merge_rooms(pending.room, rest),
             last,

@@ -75,7 +75,7 @@ def test_rest_already_shows_a_message_whose_event_is_still_on_the_way() -> None:
     browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
     first = backend.save_message("r1", "one")
     second = backend.save_message("r1", "two")
-    actions = join.rest_answer("r1", rest(backend, "r1"), now=0.05)
+    actions = join.rest_answer("r1", rest(backend, "r1", "nested"), now=0.05)
     assert emitted(actions, "new_room_complete")[0]["unread_count"] == 2
     browser.apply(actions)
     for message in (first, second, first):
@@ -120,8 +120,31 @@ def test_missed_first_message_is_taken_from_rest() -> None:
     room = backend.rooms["r1"]
     browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
     backend.save_message("r1", "lost on the way")
-    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=0.01))
+    browser.apply(join.rest_answer("r1", rest(backend, "r1", "nested"), now=0.01))
     assert browser.sidebar("modern") == {"r1": [truth(room)]}
+
+
+def test_flat_rest_waits_briefly_for_the_event_that_has_the_message_id() -> None:
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    message = backend.save_message("r1", "hello", user_id=None)
+    assert join.rest_answer("r1", rest(backend, "r1", "flat"), now=0.01) == []
+    actions = join.upstream_event("new_message", (message,), now=0.02)
+    browser.apply(actions)
+    (snapshot,) = browser.snapshots
+    assert snapshot["last_message"]["id"] == message["id"]
+    assert browser.sidebar("modern") == {"r1": [truth(room)]}
+    # without the event, the grace ends and the snapshot goes out complete, without the id
+    backend, join, browser = setup()
+    browser.apply(join.upstream_event("new_room", (backend.rooms["r1"].new_room_payload(),), 0.0))
+    backend.save_message("r1", "event lost")
+    assert join.rest_answer("r1", rest(backend, "r1", "flat"), now=0.01) == []
+    assert join.tick(0.2) == []
+    browser.apply(join.tick(0.22))
+    (snapshot,) = browser.snapshots
+    assert snapshot["enrichment"] == "complete" and snapshot["last_message"]["id"] is None
+    assert browser.sidebar("modern") == {"r1": [truth(backend.rooms["r1"])]}
 
 
 def test_missed_first_message_saved_after_rest_answered_is_fetched_again() -> None:
@@ -133,7 +156,7 @@ def test_missed_first_message_saved_after_rest_answered_is_fetched_again() -> No
     wakeup = join.next_wakeup()
     assert wakeup is not None and wakeup < 3.0
     assert Fetch("r1") in join.tick(wakeup)
-    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=wakeup + 0.01))
+    browser.apply(join.rest_answer("r1", rest(backend, "r1", "nested"), now=wakeup + 0.01))
     assert browser.sidebar("modern") == {"r1": [truth(room)]}
     assert browser.snapshots[0]["enrichment"] == "complete"
 

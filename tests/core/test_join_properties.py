@@ -41,6 +41,8 @@ class Run:
     fetches: list[str] = field(default_factory=list)
     rest_saw: dict[str, int] = field(default_factory=dict)  # messages REST showed last
     snapshot_rest_saw: dict[str, int] = field(default_factory=dict)
+    delivered_ids: set[str] = field(default_factory=set)
+    snapshot_delivered: dict[str, set[str]] = field(default_factory=dict)
 
     def carry_out(self, actions: list[Any]) -> None:
         for action in actions:
@@ -49,6 +51,7 @@ class Run:
             if isinstance(action, Emit) and action.event == "new_room_complete":
                 room_id = action.args[0]["room_id"]
                 self.snapshot_rest_saw[room_id] = self.rest_saw.get(room_id, 0)
+                self.snapshot_delivered[room_id] = set(self.delivered_ids)
         self.browser.apply(actions)
 
     def deliverable(self) -> list[int]:
@@ -66,6 +69,8 @@ class Run:
 
     def deliver(self, index: int) -> None:
         event, payload, _ = self.in_flight.pop(index)
+        if event == "new_message":
+            self.delivered_ids.add(payload["id"])
         self.carry_out(self.join.upstream_event(event, (payload,), self.now))
 
     def answer(self, index: int, outcome: str) -> None:
@@ -175,6 +180,11 @@ def test_sidebars_equal_rest_truth_in_any_order(
                 continue  # the first message's event was lost and REST never showed it
             if snapshot["enrichment"] == "complete":
                 assert entry == expected, (style, snapshot)
+                shown = snapshot["last_message"]
+                (message,) = [m for m in room.messages if m["created_at"] == shown["created_at"]]
+                if message["id"] in run.snapshot_delivered[plan.room_id]:
+                    # its event had come: the snapshot names it as the event did
+                    assert shown["id"] == message["id"] and shown["user_id"] == message["user_id"]
             else:
                 # partial: what it did not know (the full lead) may differ, never the counts
                 assert {k: entry[k] for k in ("last_text", "last_at", "unread")} == {
