@@ -1,0 +1,1 @@
+"""End-to-end tests: the Node backend stub and browsers around `enricher serve`."""

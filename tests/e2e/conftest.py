@@ -1,0 +1,717 @@
+"""End-to-end harness: the Node backend stub, the real ``enricher serve`` process and N real
+socket.io-client browsers, all as child processes that talk JSON lines.
+
+Nothing here sleeps to synchronise: every wait is on a line a process printed (or on a
+condition polled from the control API), and every wait has a timeout that fails the test
+with what was awaited and the last lines each process wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+HERE = Path(__file__).resolve().parent
+NODE_DIR = HERE / "node"
+REPO = HERE.parents[1]
+TIMEOUT = 10.0  # seconds, for any single thing a test waits for
+START_TIMEOUT = 20.0  # seconds, for a process to come up
+LINE_LIMIT = 64 * 1024 * 1024  # a browsers "dump" line can be large
+
+Json = dict[str, Any]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: needs node and the Node harness in tests/e2e/node (not enricher)"
+    )
+    config.addinivalue_line("markers", "enricher: runs the real `python -m enricher serve`")
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+class Child:
+    """A child process; keeps every line it writes, parses the JSON ones, lets tests wait."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, json_streams: set[str]):
+        self.name = name
+        self.proc = proc
+        self.items: list[Json] = []  # JSON objects from json_streams, in arrival order
+        self.text: list[str] = []  # every line of every stream, for failure messages
+        self._changed = asyncio.Condition()
+        streams = [(s, r) for s, r in (("stdout", proc.stdout), ("stderr", proc.stderr)) if r]
+        self._open = len(streams)  # streams not yet at EOF
+        self._pumps = [
+            asyncio.create_task(self._pump(stream, source, source in json_streams))
+            for source, stream in streams
+        ]
+
+    async def _pump(self, stream: asyncio.StreamReader, source: str, parse: bool) -> None:
+        try:
+            while line := await stream.readline():
+                text = line.decode("utf-8", "replace").rstrip("\r\n")
+                self.text.append(f"[{source}] {text}")
+                if parse:
+                    with contextlib.suppress(ValueError):
+                        obj = json.loads(text)
+                        if isinstance(obj, dict):
+                            self.items.append(obj)
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:
+            self._open -= 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    @property
+    def exited(self) -> bool:
+        return self._open == 0  # every stream at EOF: all lines are in
+
+    def tail(self, n: int = 30) -> str:
+        lines = [line if len(line) < 600 else line[:600] + " …" for line in self.text[-n:]]
+        code = self.proc.returncode
+        state = "running" if code is None else f"exited with {code}"
+        return f"--- last {len(lines)} lines of {self.name} ({state}) ---\n" + "\n".join(lines)
+
+    async def wait_until(
+        self,
+        condition: Callable[[], Any],
+        what: str | Callable[[], str],
+        timeout: float = TIMEOUT,
+        context: Iterable[Child] = (),
+    ) -> Any:
+        """Wait until ``condition()`` (re-evaluated on each new line) is truthy; return it.
+        ``what`` (or what it returns, at the time of failure) names it in the failure."""
+
+        async def wait() -> Any:
+            async with self._changed:
+                while True:
+                    result = condition()
+                    if result or self.exited:
+                        return result
+                    await self._changed.wait()
+
+        try:
+            result = await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            self._fail(f"timed out after {timeout}s waiting for {_say(what)}", context)
+        if not result:
+            self._fail(f"the process ended while waiting for {_say(what)}", context)
+        return result
+
+    async def wait_for(
+        self,
+        predicate: Callable[[Json], bool],
+        what: str,
+        timeout: float = TIMEOUT,
+        start: int = 0,
+        context: Iterable[Child] = (),
+    ) -> Json:
+        """The first JSON line (from index ``start`` on) for which ``predicate`` holds."""
+
+        def find() -> Json | None:
+            return next((item for item in self.items[start:] if predicate(item)), None)
+
+        found: Json = await self.wait_until(find, what, timeout, context)
+        return found
+
+    def _fail(self, message: str, context: Iterable[Child]) -> None:
+        tails = "\n".join(child.tail() for child in (self, *context) if child is not None)
+        pytest.fail(f"{self.name}: {message}\n{tails}", pytrace=False)
+
+    async def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait, SIGKILL if needed; the exit code."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), 5)
+        return self.proc.returncode
+
+
+def _say(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
+
+
+async def spawn(
+    name: str,
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    json_streams: set[str],
+    stdin: bool = False,
+) -> Child:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=LINE_LIMIT,
+    )
+    return Child(name, proc, json_streams)
+
+
+# ------------------------------------------------------------------------------ node
+
+
+@pytest.fixture(scope="session")
+def node_harness() -> Path:
+    """tests/e2e/node with its node_modules (installed from the lock file if missing)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the e2e tests need Node >= 18")
+    modules = NODE_DIR / "node_modules"
+    if not ((modules / "socket.io").is_dir() and (modules / "socket.io-client").is_dir()):
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail(f"{modules} is missing and npm is not installed: run `npm ci` there")
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"`npm ci` in {NODE_DIR} failed:\n{done.stdout}\n{done.stderr}")
+    return NODE_DIR
+
+
+# ------------------------------------------------------------------------------ backend
+
+
+class Backend:
+    """The backend stub (tests/e2e/node/backend.js) and a client for its control API."""
+
+    def __init__(self, child: Child, port: int, session: aiohttp.ClientSession):
+        self.child = child
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.session = session
+
+    async def _call(self, method: str, path: str, body: Json | None = None, **params: Any) -> Any:
+        async with self.session.request(
+            method, self.url + path, json=body, params=params or None
+        ) as resp:
+            text = await resp.text()
+            if resp.status != 200:
+                pytest.fail(f"backend {method} {path} -> {resp.status}: {text}", pytrace=False)
+            return json.loads(text)
+
+    async def customer(self, phone: str, name: str | None, text: str, **knobs: Any) -> Json:
+        """A webhook (``name`` None: no lead); ``{room_id, message_id, new_room}``,
+        answered after all its emits."""
+        body: Json = {"phone": phone, "name": name, "text": text, **knobs}
+        result: Json = await self._call("POST", "/_control/customer", body)
+        return result
+
+    async def agent_reply(self, room_id: str, text: str) -> str:
+        result = await self._call(
+            "POST", "/_control/agent-reply", {"room_id": room_id, "text": text}
+        )
+        return str(result["message_id"])
+
+    async def emit(self, event: str, *args: Any) -> None:
+        await self._call("POST", "/_control/emit", {"event": event, "args": list(args)})
+
+    async def config(self, **knobs: Any) -> Json:
+        result: Json = await self._call("POST", "/_control/config", knobs)
+        return result
+
+    async def kick(self) -> int:
+        return int((await self._call("POST", "/_control/kick"))["kicked"])
+
+    async def wait_connections(self, count: int, timeout: float = TIMEOUT) -> int:
+        try:
+            async with asyncio.timeout(timeout):
+                result = await self._call("GET", "/_control/wait-connections", count=count)
+        except TimeoutError:
+            pytest.fail(
+                f"the backend did not see {count} connections in total within {timeout}s\n"
+                + self.child.tail(),
+                pytrace=False,
+            )
+        return int(result["total"])
+
+    async def rooms(self) -> list[str]:
+        return list((await self._call("GET", "/_control/rooms"))["rooms"])
+
+    async def room(self, room_id: str) -> Json:
+        """``GET /rooms/<id>``'s ``data`` as the truth: the room's REST knobs are bypassed
+        (so a failing or hanging REST room can still be checked) and the call is not
+        counted; the answer has the room's configured shape, flat or nested."""
+        async with self.session.get(
+            f"{self.url}/rooms/{room_id}", headers={"x-e2e-truth": "1"}
+        ) as resp:
+            assert resp.status == 200, f"GET /rooms/{room_id} -> {resp.status}"
+            data: Json = (await resp.json())["data"]
+            return data
+
+    async def messages(self, room_id: str) -> list[Json]:
+        return list((await self._call("GET", "/messages", room_id=room_id))["messages"])
+
+    async def joined(self, room_id: str) -> int:
+        return int((await self._call("GET", "/_control/joined", room_id=room_id))["count"])
+
+    async def client_events(self) -> list[Json]:
+        return list((await self._call("GET", "/_control/client-events"))["events"])
+
+    async def rest_calls(self) -> dict[str, int]:
+        result: dict[str, int] = await self._call("GET", "/_control/rest-calls")
+        return result
+
+    async def poll(
+        self, probe: Callable[[], Awaitable[Any]], what: str, timeout: float = TIMEOUT
+    ) -> Any:
+        """Re-ask until ``probe()`` is truthy: for state that no process announces on a line
+        (socket.io room membership, /readyz), so there is nothing to wait on but the answer."""
+        last: Any = None
+        try:
+            async with asyncio.timeout(timeout):
+                # A remote state, not a local event: nothing to wait on but the answer.
+                while not (last := await probe()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pytest.fail(
+                f"timed out after {timeout}s waiting for {what} (last: {last!r})", pytrace=False
+            )
+        return last
+
+
+async def start_backend(node_dir: Path, port: int = 0) -> tuple[Child, int]:
+    child = await spawn(
+        "backend.js",
+        ["node", "backend.js"],
+        cwd=node_dir,
+        env={"PORT": str(port)},
+        json_streams={"stdout"},
+    )
+    line = await child.wait_for(
+        lambda item: item.get("event") == "listening", "backend: listening", START_TIMEOUT
+    )
+    return child, int(line["port"])
+
+
+@pytest.fixture
+async def backend(node_harness: Path) -> AsyncIterator[Backend]:
+    child, port = await start_backend(node_harness)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    stub = Backend(child, port, session)
+    try:
+        yield stub
+    finally:
+        await session.close()
+        await stub.child.stop()
+
+
+# ------------------------------------------------------------------------------ enricher
+
+
+def enricher_available() -> bool:
+    try:
+        return importlib.util.find_spec("enricher.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+if str(REPO) not in sys.path:  # so find_spec sees the repo's package from any cwd
+    sys.path.insert(0, str(REPO))
+
+
+class Enricher:
+    """A running ``python -m enricher serve``; its JSON log lines are ``child.items``."""
+
+    def __init__(self, child: Child, public_port: int, admin_port: int):
+        self.child = child
+        self.public_port = public_port
+        self.admin_port = admin_port
+        self.public_url = f"http://127.0.0.1:{public_port}"
+        self.admin_url = f"http://127.0.0.1:{admin_port}"
+
+    def logs(self, event: str) -> list[Json]:
+        return [item for item in self.child.items if item.get("event") == event]
+
+    async def wait_log(self, event: str, start: int = 0, timeout: float = TIMEOUT) -> Json:
+        return await self.child.wait_for(
+            lambda item: item.get("event") == event, f"log event {event!r}", timeout, start
+        )
+
+
+EnricherFactory = Callable[..., Awaitable[Enricher]]
+
+
+@pytest.fixture
+async def make_enricher() -> AsyncIterator[EnricherFactory]:
+    """``await make_enricher(backend, ENRICHER_HOLD_TIMEOUT="1.0", ...)``: a started enricher."""
+    if not enricher_available():
+        pytest.skip("the enricher package (`python -m enricher`) is not there yet")
+    started: list[Child] = []
+
+    async def start(backend: Backend, **env: str) -> Enricher:
+        python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        child = await spawn(
+            "enricher",
+            [
+                sys.executable,
+                "-m",
+                "enricher",
+                "serve",
+                "--upstream",
+                backend.url,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+            cwd=REPO,
+            env={
+                "ENRICHER_LOG__FORMAT": "json",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": python_path,
+                **env,
+            },
+            json_streams={"stdout", "stderr"},
+        )
+        started.append(child)
+        listening = await child.wait_for(
+            lambda item: (
+                item.get("event") == "listening"
+                and isinstance(item.get("public_port"), int)
+                and isinstance(item.get("admin_port"), int)
+            ),
+            'enricher log {"event": "listening", "public_port": int, "admin_port": int}',
+            START_TIMEOUT,
+            context=[backend.child],
+        )
+        await child.wait_for(
+            lambda item: item.get("event") == "upstream_connected",
+            'enricher log {"event": "upstream_connected"}',
+            START_TIMEOUT,
+            context=[backend.child],
+        )
+        return Enricher(child, listening["public_port"], listening["admin_port"])
+
+    try:
+        yield start
+    finally:
+        for child in started:
+            await child.stop()
+
+
+@pytest.fixture
+async def enricher(backend: Backend, make_enricher: EnricherFactory) -> Enricher:
+    return await make_enricher(backend)
+
+
+# ------------------------------------------------------------------------------ browsers
+
+
+class Browsers:
+    """``node browsers.js URL N``: N socket.io-client sockets keeping the seed's sidebars."""
+
+    def __init__(self, child: Child, n: int, context: list[Child]):
+        self.child = child
+        self.n = n
+        self.context = context  # other processes whose logs explain a failure
+        self._tags = itertools.count(1)
+
+    async def _send(self, cmd: Json) -> None:
+        stdin = self.child.proc.stdin
+        assert stdin is not None
+        stdin.write((json.dumps(cmd) + "\n").encode())
+        await stdin.drain()
+
+    async def wait_until(
+        self, condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
+    ) -> Any:
+        return await self.child.wait_until(condition, what, timeout, self.context)
+
+    def events(self, event: str | None = None, id: str | None = None) -> list[Json]:
+        return [
+            item
+            for item in self.child.items
+            if item.get("type") == "event"
+            and (event is None or item.get("event") == event)
+            and (id is None or item.get("id") == id)
+        ]
+
+    def who_got(self, event: str, id: str | None = None, args: list[Any] | None = None) -> set[int]:
+        return {
+            item["browser"]
+            for item in self.events(event, id)
+            if args is None or item.get("args") == args
+        }
+
+    async def wait_all(
+        self,
+        event: str,
+        id: str | None = None,
+        args: list[Any] | None = None,
+        browsers: Iterable[int] | None = None,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        """Wait until each of ``browsers`` (default: all) got ``event`` (with that id/args)."""
+        wanted = set(range(self.n) if browsers is None else browsers)
+
+        def done() -> bool:
+            return wanted <= self.who_got(event, id, args)
+
+        detail = f" id={id}" if id is not None else ""
+        detail += f" args={args!r}" if args is not None else ""
+
+        def what() -> str:
+            missing = sorted(wanted - self.who_got(event, id, args))
+            return f"{event!r}{detail} at every browser (missing at browsers {_ranges(missing)})"
+
+        await self.child.wait_until(done, what, timeout, self.context)
+
+    def connected_lines(self) -> list[Json]:
+        return [item for item in self.child.items if item.get("type") == "connected"]
+
+    async def wait_connected(self, timeout: float = START_TIMEOUT) -> None:
+        await self.wait_until(
+            lambda: {item["browser"] for item in self.connected_lines()} >= set(range(self.n)),
+            f"all {self.n} browsers to connect",
+            timeout,
+        )
+
+    async def dump(self) -> list[Json]:
+        tag = next(self._tags)
+        await self._send({"cmd": "dump", "tag": tag})
+        line = await self.child.wait_for(
+            lambda item: item.get("type") == "dump" and item.get("tag") == tag,
+            "a dump",
+            TIMEOUT,
+            context=self.context,
+        )
+        browsers: list[Json] = line["browsers"]
+        return browsers
+
+    async def emit(
+        self, browser: int, event: str, *args: Any, ack: bool = True, timeout: float = TIMEOUT
+    ) -> Json:
+        """Emit from one browser; with ``ack``, the ``{"args": [...]}`` or ``{"error": ...}``
+        line of its acknowledgement (the browser gives up after 5 s)."""
+        tag = next(self._tags)
+        await self._send(
+            {
+                "cmd": "emit",
+                "browser": browser,
+                "event": event,
+                "args": list(args),
+                "ack": ack,
+                "tag": tag,
+            }
+        )
+        kind = "ack" if ack else "emitted"
+        line: Json = await self.child.wait_for(
+            lambda item: item.get("type") == kind and item.get("tag") == tag,
+            f"the {kind} of {event!r} from browser {browser}",
+            timeout,
+            context=self.context,
+        )
+        return line
+
+    async def close(self) -> None:
+        if self.child.proc.returncode is None:
+            with contextlib.suppress(ConnectionError):
+                await self._send({"cmd": "close"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.child.proc.wait(), 5)
+        await self.child.stop()
+
+
+BrowsersFactory = Callable[..., Awaitable[Browsers]]
+
+
+@pytest.fixture
+async def browsers(node_harness: Path) -> AsyncIterator[BrowsersFactory]:
+    """``await browsers(url, n, context=[...])``: n connected browsers."""
+    started: list[Browsers] = []
+
+    async def start(url: str, n: int, context: Iterable[Child] = ()) -> Browsers:
+        child = await spawn(
+            f"browsers.js x{n}",
+            ["node", "browsers.js", url, str(n)],
+            cwd=node_harness,
+            json_streams={"stdout"},
+            stdin=True,
+        )
+        group = Browsers(child, n, list(context))
+        started.append(group)
+        await group.wait_connected()
+        return group
+
+    try:
+        yield start
+    finally:
+        for group in started:
+            await group.close()
+
+
+# ------------------------------------------------------------------------------ checks
+
+_barriers = itertools.count(1)
+
+
+async def barrier(backend: Backend, group: Browsers, timeout: float = TIMEOUT) -> None:
+    """Emit ``test:barrier`` upstream and wait until every browser has it: all that the
+    backend emitted before it has then been delivered (one ordered upstream connection)."""
+    n = next(_barriers)
+    await backend.emit("test:barrier", {"n": n})
+    await group.wait_all("test:barrier", args=[{"n": n}], timeout=timeout)
+
+
+async def settle(
+    backend: Backend, group: Browsers, new_rooms: Iterable[str] = (), timeout: float = TIMEOUT
+) -> list[Json]:
+    """Wait for each new room's ``new_room_complete`` at every browser, then a barrier;
+    the browsers' dump."""
+    for room_id in new_rooms:
+        await group.wait_all("new_room_complete", room_id, timeout=timeout)
+    await barrier(backend, group, timeout)
+    return await group.dump()
+
+
+def display_name(entry: Json) -> Any:
+    """The seed's display chain: ``leads_info?.name || room_title || room_phone``."""
+    lead = entry.get("leads_info")
+    name = lead.get("name") if isinstance(lead, dict) else None
+    return name or entry.get("room_title") or entry.get("room_phone")
+
+
+def rest_last_message(data: Json) -> tuple[Any, Any]:
+    """(text, timestamp) of a REST room's last message, flat or nested."""
+    nested = data.get("last_message")
+    if isinstance(nested, dict):
+        return nested.get("content_text"), nested.get("created_at")
+    return data.get("last_message_text"), data.get("last_message_timestamp")
+
+
+def sidebar_last_message(entry: Json, sidebar: str) -> tuple[Any, Any]:
+    if sidebar == "modern":
+        last = entry.get("last_message")
+        last = last if isinstance(last, dict) else {}
+        return last.get("content_text"), last.get("created_at")
+    return entry.get("last_message_text"), entry.get("last_message_timestamp")
+
+
+def expected_name(data: Json) -> str:
+    lead = data.get("leads_info")
+    name = lead.get("name") if isinstance(lead, dict) else None
+    return name or f"Customer {data.get('room_phone')}"
+
+
+async def sidebar_check(
+    backend: Backend,
+    dump: list[Json],
+    *,
+    rooms: Iterable[str] | None = None,
+    sidebars: Iterable[str] = ("modern", "legacy"),
+    names: dict[str, set[str]] | None = None,
+) -> None:
+    """Every browser's sidebars agree with ``GET /rooms/<id>`` for each room (default: all
+    the backend has): one entry, the name, the last message, the unread count; and no id
+    was received twice under one event name. ``names`` widens the accepted names of a room.
+    All problems are reported together, each with the browsers that show it."""
+    room_ids = list(await backend.rooms() if rooms is None else rooms)
+    problems: dict[str, list[int]] = {}
+
+    def problem(browser: int, text: str) -> None:
+        problems.setdefault(text, []).append(browser)
+
+    for room_id in room_ids:
+        data = await backend.room(room_id)
+        want_text, want_time = rest_last_message(data)
+        want_names = {expected_name(data)} | (names or {}).get(room_id, set())
+        for b in dump:
+            for sidebar in sidebars:
+                entries = [
+                    e for e in b[sidebar] if isinstance(e, dict) and e.get("room_id") == room_id
+                ]
+                where = f"room {room_id} ({data.get('room_phone')}) {sidebar}"
+                if len(entries) != 1:
+                    problem(b["browser"], f"{where}: {len(entries)} entries, want 1")
+                    continue
+                entry = entries[0]
+                shown = display_name(entry)
+                if shown in ("Unknown", "Personal") or shown not in want_names:
+                    problem(
+                        b["browser"], f"{where}: name {shown!r}, want one of {sorted(want_names)}"
+                    )
+                text, when = sidebar_last_message(entry, sidebar)
+                if (text, when) != (want_text, want_time):
+                    problem(
+                        b["browser"],
+                        f"{where}: last message {(text, when)!r}, REST says {(want_text, want_time)!r}",
+                    )
+                if entry.get("unread_count") != data.get("unread_count"):
+                    problem(
+                        b["browser"],
+                        f"{where}: unread_count {entry.get('unread_count')!r}, "
+                        f"REST says {data.get('unread_count')!r}",
+                    )
+    for b in dump:
+        for event, by_id in b["counts"].items():
+            for id_, n in by_id.items():
+                if n > 1:
+                    problem(b["browser"], f"{event} id {id_} received {n} times, want at most 1")
+    if problems:
+        lines = [f"{text}  [browsers {_ranges(bs)}]" for text, bs in problems.items()]
+        pytest.fail("sidebars differ from REST:\n  " + "\n  ".join(lines), pytrace=False)
+
+
+async def check_messages_unchanged(backend: Backend, group: Browsers) -> None:
+    """Every ``new_message`` / ``room:new_message`` a browser got is the backend's message,
+    field for field."""
+    truth: dict[str, Json] = {}
+    for room_id in await backend.rooms():
+        for msg in await backend.messages(room_id):
+            truth[msg["id"]] = msg
+    bad = []
+    for item in group.events("new_message") + group.events("room:new_message"):
+        want = truth.get(item["id"])
+        if want != item.get("payload"):
+            bad.append(
+                f"browser {item['browser']} {item['event']} {item['id']}: {item.get('payload')!r}"
+                f" != backend {want!r}"
+            )
+    if bad:
+        pytest.fail("messages changed on the way:\n  " + "\n  ".join(bad[:10]), pytrace=False)
+
+
+def _ranges(numbers: list[int]) -> str:
+    numbers = sorted(set(numbers))
+    parts, start = [], None
+    for i, n in enumerate(numbers):
+        if start is None:
+            start = n
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            parts.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ",".join(parts)

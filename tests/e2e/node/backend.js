@@ -1,0 +1,406 @@
+#!/usr/bin/env node
+// Backend stub for enricher's end-to-end tests: the real `socket.io` v4 server, emitting
+// exactly what the seed's backend emits (see /work/shared/seed/socket-events.md), plus the
+// REST endpoints a page refresh uses and a control API that the pytest tests drive.
+//
+//   PORT=0 node backend.js     -> prints {"event":"listening","port":N} on stdout
+//
+// Every line on stdout is one JSON object; the tests read them.
+'use strict';
+
+const http = require('http');
+const crypto = require('crypto');
+const { URL } = require('url');
+const { Server } = require('socket.io');
+
+const AGENT_ID = crypto.randomUUID();
+const REST_SHAPES = new Set(['flat', 'nested']);
+const REST_FAILS = new Set([null, '500', 'hang', 'garbage']);
+
+function log(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Timestamps strictly increase across everything this process stamps, so "the last
+// message" is never ambiguous even when two messages are saved in the same millisecond.
+let lastStamp = 0;
+function stamp() {
+  const t = Math.max(Date.now(), lastStamp + 1);
+  lastStamp = t;
+  return new Date(t).toISOString();
+}
+
+// ---------------------------------------------------------------- in-memory database
+
+const config = { rest_shape: 'flat', rest_delay_ms: 0, rest_fail: null };
+const rooms = new Map(); // room_id -> room (insertion order = creation order)
+const roomByPhone = new Map(); // phone -> room_id
+const restCalls = {}; // room_id -> number of GET /rooms/:id
+const clientEvents = []; // {sid, event, args, has_ack}
+let totalConnections = 0;
+const connectionWaiters = []; // {count, resolve}
+
+function createRoom(phone, name) {
+  const now = stamp();
+  const room = {
+    id: crypto.randomUUID(),
+    phone,
+    title: 'Personal',
+    created_at: now,
+    updated_at: now,
+    lead:
+      typeof name === 'string'
+        ? {
+            id: crypto.randomUUID(),
+            name,
+            phone,
+            outstanding: 50000000,
+            loan_type: 'personal_loan',
+            leads_status: 'cold',
+            contact_status: 'contacted',
+          }
+        : null,
+    messages: [],
+    overrides: {}, // per-room rest_shape / rest_delay_ms / rest_fail
+  };
+  rooms.set(room.id, room);
+  roomByPhone.set(phone, room.id);
+  return room;
+}
+
+function saveMessage(room, userId, text) {
+  const now = stamp();
+  const msg = {
+    id: crypto.randomUUID(),
+    room_id: room.id,
+    user_id: userId,
+    content_type: 'text',
+    content_text: text,
+    wa_message_id: 'wamid.' + crypto.randomBytes(12).toString('hex'),
+    status: 'sent',
+    reply_to_wa_message_id: null,
+    reaction_emoji: null,
+    reaction_to_wa_message_id: null,
+    status_timestamp: null,
+    media_type: null,
+    media_id: null,
+    gcs_filename: null,
+    gcs_url: null,
+    file_size: null,
+    mime_type: null,
+    original_filename: null,
+    metadata: {},
+    created_at: now,
+    updated_at: now,
+  };
+  room.messages.push(msg);
+  room.updated_at = now;
+  return msg;
+}
+
+// The `new_room` payload of the seed's roomService.ensureRoom(), exactly.
+function minimalRoomPayload(room) {
+  return {
+    room_id: room.id,
+    room_phone: room.phone,
+    room_title: room.title,
+    room_created_at: room.created_at,
+    room_updated_at: room.updated_at,
+    leads_info: room.lead ? { id: room.lead.id, phone: room.phone, name: room.lead.name } : null,
+    unread_count: 0,
+    last_message: null,
+    participants: [],
+  };
+}
+
+// What GET /rooms/:id answers, in the configured shape of the last message.
+function restRoom(room, shape) {
+  const last = room.messages.length ? room.messages[room.messages.length - 1] : null;
+  const data = {
+    room_id: room.id,
+    room_phone: room.phone,
+    room_title: room.title,
+    room_created_at: room.created_at,
+    room_updated_at: room.updated_at,
+    leads_info: room.lead ? { ...room.lead } : null,
+    unread_count: room.messages.length, // nobody reads in this stub
+    message_count: room.messages.length,
+    participants: [],
+  };
+  if (shape === 'nested') {
+    data.last_message = last
+      ? {
+          id: last.id,
+          content_text: last.content_text,
+          content_type: last.content_type,
+          created_at: last.created_at,
+          user_id: last.user_id,
+        }
+      : null;
+  } else {
+    data.last_message_text = last ? last.content_text : null;
+    data.last_message_timestamp = last ? last.created_at : null;
+    data.last_message_type = last ? last.content_type : null;
+  }
+  return data;
+}
+
+function restKnobs(room) {
+  const knobs = { ...config };
+  for (const key of ['rest_shape', 'rest_delay_ms', 'rest_fail']) {
+    if (room && room.overrides[key] !== undefined) knobs[key] = room.overrides[key];
+  }
+  return knobs;
+}
+
+// ---------------------------------------------------------------- HTTP plumbing
+
+function send(res, status, body) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (!text.trim()) return resolve({});
+      try {
+        resolve(JSON.parse(text));
+      } catch (err) {
+        reject(new HttpError(400, 'body is not JSON: ' + err.message));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+class HttpError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function validateKnobs(body) {
+  if (body.rest_shape !== undefined && !REST_SHAPES.has(body.rest_shape)) {
+    throw new HttpError(400, 'rest_shape must be "flat" or "nested"');
+  }
+  if (body.rest_fail !== undefined && !REST_FAILS.has(body.rest_fail)) {
+    throw new HttpError(400, 'rest_fail must be null, "500", "hang" or "garbage"');
+  }
+  if (body.rest_delay_ms !== undefined && !(Number.isFinite(body.rest_delay_ms) && body.rest_delay_ms >= 0)) {
+    throw new HttpError(400, 'rest_delay_ms must be a number >= 0');
+  }
+}
+
+// ---------------------------------------------------------------- socket.io
+
+const httpServer = http.createServer((req, res) => {
+  handle(req, res).catch((err) => {
+    if (!res.headersSent) send(res, err.status || 500, { error: err.message });
+    else res.end();
+  });
+});
+
+const io = new Server(httpServer, { cors: { origin: '*' } });
+
+io.on('connection', (socket) => {
+  totalConnections += 1;
+  log({ event: 'connection', sid: socket.id, total: totalConnections });
+  for (let i = connectionWaiters.length - 1; i >= 0; i--) {
+    if (totalConnections >= connectionWaiters[i].count) {
+      connectionWaiters[i].resolve();
+      connectionWaiters.splice(i, 1);
+    }
+  }
+
+  socket.onAny((event, ...args) => {
+    const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
+    clientEvents.push({ sid: socket.id, event, args: hasAck ? args.slice(0, -1) : args, has_ack: hasAck });
+  });
+
+  const roomHandler = (action) => (data, ack) => {
+    const roomId = data && typeof data === 'object' ? data.room_id : undefined;
+    if (typeof roomId === 'string' && roomId) {
+      if (action === 'join') socket.join(`room:${roomId}`);
+      else socket.leave(`room:${roomId}`);
+      log({ event: `room:${action}`, sid: socket.id, room_id: roomId });
+      if (typeof ack === 'function') ack({ ok: true, room_id: roomId });
+    } else if (typeof ack === 'function') {
+      ack({ ok: false, error: 'room_id required' });
+    }
+  };
+  socket.on('room:join', roomHandler('join'));
+  socket.on('room:leave', roomHandler('leave'));
+
+  socket.on('echo', (...args) => {
+    const ack = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : null;
+    if (ack) ack(...args);
+  });
+
+  socket.on('disconnect', (reason) => {
+    log({ event: 'disconnect', sid: socket.id, reason, connected: io.of('/').sockets.size });
+  });
+});
+
+function emitMessage(room, msg, times) {
+  for (let i = 0; i < times; i++) {
+    io.to(`room:${room.id}`).emit('room:new_message', msg);
+    io.emit('new_message', msg);
+  }
+}
+
+// A WhatsApp webhook: ensureRoom() then handleIncomingMessage(), with fault knobs.
+async function customer(body) {
+  const phone = body.phone;
+  if (typeof phone !== 'string' || !phone) throw new HttpError(400, 'phone (string) required');
+  if (!(body.name === null || body.name === undefined || typeof body.name === 'string')) {
+    throw new HttpError(400, 'name must be a string or null');
+  }
+  const order = body.order === undefined ? 'room_first' : body.order;
+  if (order !== 'room_first' && order !== 'message_first') {
+    throw new HttpError(400, 'order must be "room_first" or "message_first"');
+  }
+  validateKnobs(body);
+  const text = typeof body.text === 'string' ? body.text : 'Hello from customer';
+  const roomEvents = body.drop_room_event ? 0 : body.duplicate_room ? 2 : 1;
+  const messageEvents = body.drop_message_event ? 0 : body.duplicate_message ? 2 : 1;
+  const messageDelay = Number(body.message_event_delay_ms) || 0;
+  // Not in the seed: time between new_room and saving the first message (room_first only),
+  // so a REST read in between sees the room without its message, as it can in production.
+  const gap = Number(body.room_gap_ms) || 0;
+
+  let room = roomByPhone.has(phone) ? rooms.get(roomByPhone.get(phone)) : null;
+  const isNew = !room;
+  if (isNew) room = createRoom(phone, body.name === undefined ? `Customer ${phone}` : body.name);
+  for (const key of ['rest_shape', 'rest_delay_ms', 'rest_fail']) {
+    if (body[key] !== undefined) room.overrides[key] = body[key];
+  }
+
+  const emitRoom = () => {
+    const payload = minimalRoomPayload(room);
+    for (let i = 0; i < roomEvents; i++) io.emit('new_room', payload);
+  };
+
+  if (isNew && order === 'room_first') {
+    emitRoom();
+    if (gap > 0) await sleep(gap);
+  }
+  const msg = saveMessage(room, null, text);
+  if (messageDelay > 0) await sleep(messageDelay);
+  emitMessage(room, msg, messageEvents);
+  if (isNew && order === 'message_first') emitRoom();
+
+  log({ event: 'customer', room_id: room.id, message_id: msg.id, new_room: isNew, order });
+  return { room_id: room.id, message_id: msg.id, new_room: isNew };
+}
+
+// ---------------------------------------------------------------- REST + control routes
+
+async function handle(req, res) {
+  const url = new URL(req.url, 'http://stub');
+  const path = url.pathname;
+  const method = req.method;
+
+  let m;
+  if (method === 'GET' && (m = path.match(/^\/rooms\/([^/]+)$/))) {
+    const roomId = decodeURIComponent(m[1]);
+    const room = rooms.get(roomId);
+    // The tests read the truth with this header: no knobs, not counted.
+    if (req.headers['x-e2e-truth']) {
+      if (!room) return send(res, 404, { error: 'not found' });
+      return send(res, 200, { data: restRoom(room, restKnobs(room).rest_shape) });
+    }
+    restCalls[roomId] = (restCalls[roomId] || 0) + 1;
+    log({ event: 'rest', room_id: roomId, n: restCalls[roomId] });
+    const knobs = restKnobs(room);
+    if (knobs.rest_delay_ms > 0) await sleep(knobs.rest_delay_ms);
+    if (knobs.rest_fail === 'hang') return; // never answer
+    if (knobs.rest_fail === '500') return send(res, 500, { error: 'internal server error' });
+    if (knobs.rest_fail === 'garbage') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end('not json{');
+    }
+    if (!room) return send(res, 404, { error: 'not found' });
+    return send(res, 200, { data: restRoom(room, knobs.rest_shape) });
+  }
+  if (method === 'GET' && path === '/rooms') {
+    return send(res, 200, { data: [...rooms.values()].map((r) => restRoom(r, restKnobs(r).rest_shape)) });
+  }
+  if (method === 'GET' && path === '/messages') {
+    const room = rooms.get(url.searchParams.get('room_id'));
+    return send(res, 200, { messages: room ? room.messages : [] });
+  }
+
+  if (method === 'POST' && path === '/_control/config') {
+    const body = await readJson(req);
+    validateKnobs(body);
+    for (const key of ['rest_shape', 'rest_delay_ms', 'rest_fail']) {
+      if (body[key] !== undefined) config[key] = body[key];
+    }
+    return send(res, 200, { config });
+  }
+  if (method === 'POST' && path === '/_control/customer') {
+    return send(res, 200, await customer(await readJson(req)));
+  }
+  if (method === 'POST' && path === '/_control/agent-reply') {
+    const body = await readJson(req);
+    const room = rooms.get(body.room_id);
+    if (!room) throw new HttpError(404, 'no such room');
+    const msg = saveMessage(room, AGENT_ID, typeof body.text === 'string' ? body.text : 'Hello from agent');
+    emitMessage(room, msg, 1);
+    return send(res, 200, { message_id: msg.id });
+  }
+  if (method === 'POST' && path === '/_control/emit') {
+    const body = await readJson(req);
+    if (typeof body.event !== 'string') throw new HttpError(400, 'event (string) required');
+    io.emit(body.event, ...(Array.isArray(body.args) ? body.args : []));
+    return send(res, 200, { ok: true });
+  }
+  if (method === 'POST' && path === '/_control/kick') {
+    const kicked = io.of('/').sockets.size;
+    io.disconnectSockets(true);
+    log({ event: 'kick', kicked });
+    return send(res, 200, { kicked });
+  }
+  if (method === 'GET' && path === '/_control/wait-connections') {
+    const count = Number(url.searchParams.get('count')) || 1;
+    if (totalConnections < count) {
+      await new Promise((resolve) => connectionWaiters.push({ count, resolve }));
+    }
+    return send(res, 200, { total: totalConnections });
+  }
+  if (method === 'GET' && path === '/_control/rooms') {
+    return send(res, 200, { rooms: [...rooms.keys()] });
+  }
+  if (method === 'GET' && path === '/_control/joined') {
+    const roomId = url.searchParams.get('room_id');
+    const members = io.of('/').adapter.rooms.get(`room:${roomId}`);
+    return send(res, 200, { room_id: roomId, count: members ? members.size : 0 });
+  }
+  if (method === 'GET' && path === '/_control/client-events') {
+    return send(res, 200, { events: clientEvents });
+  }
+  if (method === 'GET' && path === '/_control/rest-calls') {
+    return send(res, 200, restCalls);
+  }
+  if (method === 'GET' && path === '/_control/connections') {
+    return send(res, 200, { total: totalConnections, connected: io.of('/').sockets.size });
+  }
+  return send(res, 404, { error: 'not found' });
+}
+
+process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));
+
+httpServer.listen(Number(process.env.PORT || 0), process.env.HOST || '127.0.0.1', () => {
+  log({ event: 'listening', port: httpServer.address().port });
+});

@@ -1,0 +1,183 @@
+#!/usr/bin/env node
+// N "browsers": real socket.io-client v4 sockets, each keeping the chat sidebar the way the
+// seed's recommended frontend handlers build it (/work/shared/seed/socket-events.md), with
+// no room open (so every new_message adds 1 to unread_count).
+//
+//   node browsers.js URL N
+//
+// stdout, one JSON object a line:
+//   {"type":"connected","browser":i,...}          on each connect
+//   {"type":"disconnected","browser":i,"reason"}  on each disconnect
+//   {"type":"event","browser":i,"event":e,"id":..,"room_id":..,"payload":..}   known events
+//   {"type":"event","browser":i,"event":e,"args":[...]}                        any other event
+//   {"type":"dump","browsers":[...]}  {"type":"ack","tag":t,"args"|"error":..}  {"type":"emitted","tag":t}
+// stdin, one JSON object a line: {"cmd":"dump"} | {"cmd":"emit",...} | {"cmd":"close"}
+'use strict';
+
+const readline = require('readline');
+const { io } = require('socket.io-client');
+
+const url = process.argv[2];
+const count = Number(process.argv[3] || 1);
+if (!url || !Number.isInteger(count) || count < 1) {
+  process.stderr.write('usage: node browsers.js URL N\n');
+  process.exit(2);
+}
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+const ROOM_EVENTS = new Set(['new_room_complete', 'new_room']);
+const MESSAGE_EVENTS = new Set(['new_message', 'room:new_message']);
+
+class Browser {
+  constructor(index) {
+    this.index = index;
+    this.modern = []; // sidebar of a frontend that listens to new_room_complete
+    this.legacy = []; // sidebar of an unchanged frontend that listens to new_room
+    this.counts = { new_message: {}, 'room:new_message': {}, new_room_complete: {}, new_room: {} };
+    this.other = [];
+    this.connects = 0;
+    this.recovered = [];
+    this.socket = io(url, { forceNew: true });
+
+    this.socket.on('connect', () => {
+      this.connects += 1;
+      this.recovered.push(Boolean(this.socket.recovered));
+      out({
+        type: 'connected',
+        browser: index,
+        sid: this.socket.id,
+        connects: this.connects,
+        recovered: Boolean(this.socket.recovered),
+      });
+    });
+    this.socket.on('disconnect', (reason) => out({ type: 'disconnected', browser: index, reason }));
+    this.socket.on('connect_error', (err) =>
+      out({ type: 'connect_error', browser: index, error: String(err && err.message) }),
+    );
+
+    // The seed's recommended handlers ("Frontend Changes").
+    this.socket.on('new_room_complete', (room) => {
+      this.count('new_room_complete', room && room.room_id, room);
+      this.modern = [room, ...this.modern];
+    });
+    this.socket.on('new_message', (message) => {
+      this.count('new_message', message && message.id, message);
+      this.modern = this.modern.map((r) =>
+        r.room_id === message.room_id
+          ? {
+              ...r,
+              last_message: {
+                content_text: message.content_text,
+                content_type: message.content_type,
+                created_at: message.created_at,
+              },
+              unread_count: (r.unread_count || 0) + 1,
+            }
+          : r,
+      );
+      // The seed's quick-fix handler, which unchanged frontends run on new_message.
+      this.legacy = this.legacy.map((r) =>
+        r.room_id === message.room_id
+          ? {
+              ...r,
+              last_message_text: message.content_text,
+              last_message_timestamp: message.created_at,
+              last_message_type: message.content_type,
+              unread_count: (r.unread_count || 0) + 1,
+            }
+          : r,
+      );
+    });
+    this.socket.on('new_room', (data) => {
+      this.count('new_room', data && data.room_id, data);
+      this.legacy = [data, ...this.legacy];
+    });
+    this.socket.on('room:new_message', (message) => {
+      this.count('room:new_message', message && message.id, message);
+    });
+
+    this.socket.onAny((event, ...args) => {
+      if (ROOM_EVENTS.has(event) || MESSAGE_EVENTS.has(event)) return;
+      const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
+      const plain = hasAck ? args.slice(0, -1) : args;
+      this.other.push({ event, args: plain });
+      out({ type: 'event', browser: index, event, args: plain });
+    });
+  }
+
+  count(event, id, payload) {
+    const key = String(id);
+    this.counts[event][key] = (this.counts[event][key] || 0) + 1;
+    out({
+      type: 'event',
+      browser: this.index,
+      event,
+      id: id === undefined ? null : id,
+      room_id: payload && payload.room_id !== undefined ? payload.room_id : null,
+      payload,
+    });
+  }
+
+  dump() {
+    return {
+      browser: this.index,
+      modern: this.modern,
+      legacy: this.legacy,
+      counts: this.counts,
+      other: this.other,
+      connects: this.connects,
+      recovered: this.recovered,
+      connected: this.socket.connected,
+    };
+  }
+}
+
+const browsers = [];
+for (let i = 0; i < count; i++) browsers.push(new Browser(i));
+
+function close(code) {
+  for (const b of browsers) b.socket.disconnect();
+  // Let the disconnect packets leave before exiting.
+  setImmediate(() => process.exit(code));
+}
+
+function command(cmd) {
+  if (cmd.cmd === 'dump') {
+    out({ type: 'dump', tag: cmd.tag === undefined ? null : cmd.tag, browsers: browsers.map((b) => b.dump()) });
+  } else if (cmd.cmd === 'emit') {
+    const b = browsers[cmd.browser];
+    const tag = cmd.tag === undefined ? null : cmd.tag;
+    if (!b) return out({ type: 'error', tag, error: `no browser ${cmd.browser}` });
+    const args = Array.isArray(cmd.args) ? cmd.args : [];
+    if (cmd.ack) {
+      b.socket.timeout(Number(cmd.timeout_ms) || 5000).emit(cmd.event, ...args, (err, ...reply) => {
+        if (err) out({ type: 'ack', tag, error: String(err && err.message ? err.message : err) });
+        else out({ type: 'ack', tag, args: reply });
+      });
+    } else {
+      b.socket.emit(cmd.event, ...args);
+      out({ type: 'emitted', tag });
+    }
+  } else if (cmd.cmd === 'close') {
+    close(0);
+  } else {
+    out({ type: 'error', error: `unknown command ${JSON.stringify(cmd)}` });
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  if (!line.trim()) return;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (err) {
+    return out({ type: 'error', error: `stdin line is not JSON: ${err.message}` });
+  }
+  command(cmd);
+});
+rl.on('close', () => close(0));
+process.on('SIGTERM', () => close(0));
