@@ -15,7 +15,6 @@ id reaches browsers at most once per event name.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -108,40 +107,6 @@ class PendingRoom:
     forwarded: list[Message] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotSent:
-    """What a sent snapshot counted, so that no later event counts it again."""
-
-    counted_ids: frozenset[str]
-    rest_watermark: datetime | None
-
-    def counts(self, message: Message) -> bool:
-        if message.id is not None and message.id in self.counted_ids:
-            return True
-        return (
-            self.rest_watermark is not None
-            and message.created_at is not None
-            and message.created_at <= self.rest_watermark
-        )
-
-
-def _reflected_by(rest_last: Message | None) -> Callable[[Message], bool]:
-    """Whether REST's latest message shows that ``message`` was already saved."""
-
-    def reflected(message: Message) -> bool:
-        if rest_last is None:
-            return False
-        if message.id is not None and message.id == rest_last.id:
-            return True
-        return (
-            message.created_at is not None
-            and rest_last.created_at is not None
-            and message.created_at <= rest_last.created_at
-        )
-
-    return reflected
-
-
 def _same_message(event: Message, rest_last: Message) -> bool:
     """Whether a message event is the one a flat REST answer (no id) describes."""
     return (
@@ -157,6 +122,68 @@ def _latest(rest_last: Message | None, unseen_by_rest: list[Message]) -> Message
     candidates = [(rest_last.created_at or _OLDEST, -1, rest_last)] if rest_last else []
     candidates += [(m.created_at or _NEWEST, i, m) for i, m in enumerate(unseen_by_rest)]
     return max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
+
+
+def _is_rest_last(message: Message, rest_last: Message) -> bool:
+    """Whether a message event is the one REST named as the room's latest."""
+    if rest_last.id is not None:
+        return message.id == rest_last.id
+    return _same_message(message, rest_last)
+
+
+@dataclass(slots=True)
+class RestView:
+    """What one REST answer counted, told apart from newer messages as their events come.
+
+    REST counts the messages saved before it answered, ``last`` the latest of them. A
+    room's events arrive in the order its messages were saved, so an event with the same
+    time as ``last`` was counted if it comes before ``last``'s own event, and only while
+    REST's count leaves room for it.
+    """
+
+    last: Message | None
+    uncounted: int | None  # counted by REST, event not come yet; None when REST gave no count
+    last_arrived: bool = False
+
+    @classmethod
+    def of(cls, rest: Room | None) -> RestView:
+        if rest is None:
+            return cls(None, None)
+        return cls(rest.last_message, rest.message_count)
+
+    def shows(self, message: Message) -> bool:
+        """Whether REST counted ``message``; call once per message, in arrival order."""
+        last = self.last
+        if last is None:
+            return False
+        if _is_rest_last(message, last):
+            self.last_arrived = True
+            return self._take()
+        if message.created_at is None or last.created_at is None:
+            return False
+        if message.created_at < last.created_at:
+            return self._take()
+        tie_fits = self.uncounted is None or self.uncounted > 1
+        if message.created_at == last.created_at and not self.last_arrived and tie_fits:
+            return self._take()
+        return False
+
+    def _take(self) -> bool:
+        if self.uncounted is not None:
+            self.uncounted = max(0, self.uncounted - 1)
+        return True
+
+
+@dataclass(slots=True)
+class SnapshotSent:
+    """What a sent snapshot counted, so that no later event counts it again."""
+
+    counted_ids: frozenset[str]
+    rest: RestView
+
+    def counts(self, message: Message) -> bool:
+        shown_by_rest = self.rest.shows(message)  # first: it notes REST's latest arriving
+        return shown_by_rest or (message.id is not None and message.id in self.counted_ids)
 
 
 def _merge_rooms(first: Room, better: Room | None) -> Room:
@@ -255,7 +282,8 @@ class Join:
             if pending is None:
                 continue
             if pending.deadline <= now:
-                actions.extend(self._send(room_id, pending, now, self._partial_reason(pending)))
+                reason = None if self._known(pending) else self._partial_reason(pending)
+                actions.extend(self._send(room_id, pending, now, reason))
             elif pending.grace_until is not None and pending.grace_until <= now:
                 actions.extend(self._send_if_known(room_id, pending, now))
             elif (
@@ -405,33 +433,29 @@ class Join:
             pending.next_fetch_at = now + delay
             heapq.heappush(self._timers, (now + delay, pending.room.room_id))
 
-    def _send_if_known(self, room_id: str, pending: PendingRoom, now: float) -> list[Action]:
-        """Send the snapshot once REST has answered and the latest message is known."""
-        rest = pending.rest_room
-        if rest is None or (rest.last_message is None and not pending.forwarded):
-            return []
-        rest_last = rest.last_message
-        if (
-            rest_last is not None
-            and rest_last.id is None
-            and _latest(rest_last, self._unseen_by_rest(pending)) is rest_last
-            and not any(_same_message(m, rest_last) for m in pending.forwarded)
-        ):
-            # A flat REST answer names no message id: give the message's own event a
-            # moment to arrive, so that the snapshot carries its id and sender.
-            if pending.grace_until is None:
-                pending.grace_until = min(now + self.limits.event_grace, pending.deadline)
-                heapq.heappush(self._timers, (pending.grace_until, room_id))
-            if now < pending.grace_until:
-                return []
-        return self._send(room_id, pending, now, None)
-
     @staticmethod
-    def _unseen_by_rest(pending: PendingRoom) -> list[Message]:
-        """Forwarded messages that REST's answer does not show yet."""
+    def _known(pending: PendingRoom) -> bool:
+        """REST has answered, and the room's latest message is known."""
+        rest = pending.rest_room
+        return rest is not None and (rest.last_message is not None or bool(pending.forwarded))
+
+    def _send_if_known(self, room_id: str, pending: PendingRoom, now: float) -> list[Action]:
+        """Send the snapshot once the room is known (see :meth:`_known`)."""
+        if not self._known(pending):
+            return []
         rest_last = pending.rest_room.last_message if pending.rest_room else None
-        reflected = _reflected_by(rest_last)
-        return [m for m in pending.forwarded if not reflected(m)]
+        if rest_last is not None and rest_last.id is None:
+            view = RestView.of(pending.rest_room)
+            unseen = [m for m in pending.forwarded if not view.shows(m)]
+            if not view.last_arrived and _latest(rest_last, unseen) is rest_last:
+                # A flat REST answer names no message id: give the message's own event a
+                # moment to arrive, so that the snapshot carries its id and sender.
+                if pending.grace_until is None:
+                    pending.grace_until = min(now + self.limits.event_grace, pending.deadline)
+                    heapq.heappush(self._timers, (pending.grace_until, room_id))
+                if now < pending.grace_until:
+                    return []
+        return self._send(room_id, pending, now, None)
 
     @staticmethod
     def _partial_reason(pending: PendingRoom) -> str:
@@ -447,7 +471,8 @@ class Join:
         del self.pending_rooms[room_id]
         rest = pending.rest_room
         rest_last = rest.last_message if rest else None
-        unseen_by_rest = self._unseen_by_rest(pending)
+        view = RestView.of(rest)
+        unseen_by_rest = [m for m in pending.forwarded if not view.shows(m)]
         if rest is not None:
             rest_count = (
                 rest.message_count if rest.message_count is not None else int(bool(rest_last))
@@ -459,7 +484,7 @@ class Join:
         last = _latest(rest_last, unseen_by_rest)
         if last is not None and last is rest_last and last.id is None:
             # the forwarded event of the message REST describes has its id and sender
-            last = next((m for m in pending.forwarded if _same_message(m, last)), last)
+            last = next((m for m in pending.forwarded if _is_rest_last(m, last)), last)
         snapshot = build_snapshot(
             _merge_rooms(pending.room, rest),
             last,
@@ -470,9 +495,7 @@ class Join:
         counted = {m.id for m in pending.forwarded if m.id is not None}
         if rest_last is not None and rest_last.id is not None:
             counted.add(rest_last.id)
-        self.snapshots_sent[room_id] = SnapshotSent(
-            frozenset(counted), rest_last.created_at if rest_last else None
-        )
+        self.snapshots_sent[room_id] = SnapshotSent(frozenset(counted), view)
         if rest_last is None:
             source = "message"
         elif unseen_by_rest:

@@ -92,19 +92,26 @@ class BackendRoom:
 
 
 class Backend:
-    """Rooms and messages with strictly increasing timestamps."""
+    """Rooms and messages, with timestamps that never go back."""
 
     def __init__(self) -> None:
         self.rooms: dict[str, BackendRoom] = {}
         self._ticks = itertools.count(1)
+        self._tick = 0
 
     def add_room(self, room_id: str, phone: str, lead_name: str | None) -> BackendRoom:
         room = self.rooms[room_id] = BackendRoom(room_id, phone, lead_name)
         return room
 
-    def save_message(self, room_id: str, text: str, user_id: str | None = None) -> dict[str, Any]:
+    def save_message(
+        self, room_id: str, text: str, user_id: str | None = None, *, same_moment: bool = False
+    ) -> dict[str, Any]:
+        """Save a message; ``same_moment`` gives it the time of the one saved before
+        (one transaction, or a clock of coarse resolution)."""
         room = self.rooms[room_id]
-        moment = iso(BASE_TIME + timedelta(milliseconds=next(self._ticks)))
+        if not same_moment or not self._tick:
+            self._tick = next(self._ticks)
+        moment = iso(BASE_TIME + timedelta(milliseconds=self._tick))
         message = {
             "id": f"{room_id}-m{len(room.messages) + 1}",
             "room_id": room_id,
