@@ -28,10 +28,16 @@ class UpstreamUnavailable(Exception):
 
 
 def as_socketio_data(args: tuple[Any, ...]) -> Any:
-    """python-socketio's ``data`` for a list of event arguments (a tuple means several)."""
+    """python-socketio's ``data`` for a list of event arguments.
+
+    python-socketio sends a tuple as several arguments and ``None`` as none at all, so a
+    single ``null`` argument stays a one-element tuple.
+    """
     if not args:
         return None
-    return args[0] if len(args) == 1 else tuple(args)
+    if len(args) == 1 and not isinstance(args[0], tuple | type(None)):
+        return args[0]
+    return tuple(args)
 
 
 def connect_url(url: str, query: dict[str, str]) -> str:
@@ -91,25 +97,19 @@ class Upstream:
 
     async def run(self) -> None:
         """Connect, and reconnect after every loss, until :meth:`stop`."""
-        attempt = 0
         settings = self._settings
+        loop = asyncio.get_running_loop()
+        attempt = 0
         while not self._stopping:
             log.info("upstream_connecting", url=settings.url, attempt=attempt)
             self._disconnected.clear()
             try:
-                await self.client.connect(
-                    connect_url(settings.url, settings.query),
-                    headers=settings.headers,
-                    auth=settings.auth,
-                    transports=settings.transports,
-                    namespaces=["/"],
-                    socketio_path=settings.socketio_path,
-                    wait_timeout=settings.connect_timeout,
-                )
-            except (socketio.exceptions.ConnectionError, OSError, ValueError) as exc:
-                delay = backoff_delay(
-                    attempt, settings.reconnect_delay, settings.reconnect_delay_max, self._rng
-                )
+                # The whole attempt is bounded: engine.io waits for the server's OPEN
+                # packet without a timeout of its own.
+                await asyncio.wait_for(self._connect(), settings.connect_timeout)
+            except Exception as exc:  # any failed attempt is retried, whatever broke
+                await self._abandon_attempt()
+                delay = self._backoff(attempt)
                 attempt += 1
                 log.warning(
                     "upstream_connect_failed",
@@ -118,18 +118,52 @@ class Upstream:
                 )
                 await self._pause(delay)
                 continue
-            attempt = 0
+            connected_at = loop.time()
             log.info("upstream_connected", url=settings.url, sid=self.client.sid)
             self._on_state(True)
-            await self._on_connected()
+            try:
+                await self._on_connected()
+            except Exception:
+                log.exception("upstream_on_connected_failed")
             await self._disconnected.wait()
             await self.client.eio.wait()
-            if not self._stopping:
-                await self._pause(
-                    backoff_delay(
-                        0, settings.reconnect_delay, settings.reconnect_delay_max, self._rng
-                    )
-                )
+            # A connection that did not last is a failed attempt: a backend that drops
+            # the proxy at once is not hammered.
+            if loop.time() - connected_at >= settings.reconnect_delay_max:
+                attempt = 0
+            delay = self._backoff(attempt)
+            attempt += 1
+            await self._pause(delay)
+
+    async def _connect(self) -> None:
+        settings = self._settings
+        await self.client.connect(
+            connect_url(settings.url, settings.query),
+            headers=settings.headers,
+            auth=settings.auth,
+            transports=settings.transports,
+            namespaces=["/"],
+            socketio_path=settings.socketio_path,
+            wait_timeout=settings.connect_timeout,
+        )
+
+    async def _abandon_attempt(self) -> None:
+        """Leave no half-open engine.io connection behind a failed attempt."""
+        eio = self.client.eio
+        try:
+            ws = getattr(eio, "ws", None)
+            if ws is not None and not ws.closed:
+                await ws.close()
+            await eio.disconnect(abort=True)
+        except Exception:
+            log.debug("upstream_cleanup_failed", exc_info=True)
+        self.client.connected = False
+
+    def _backoff(self, attempt: int) -> float:
+        settings = self._settings
+        return backoff_delay(
+            attempt, settings.reconnect_delay, settings.reconnect_delay_max, self._rng
+        )
 
     async def _pause(self, seconds: float) -> None:
         if not self._stopping:
@@ -164,5 +198,12 @@ class Upstream:
 
         async with self._send_lock:
             await self.client.emit(event, as_socketio_data(args), callback=acked)
-        ack_args = await asyncio.wait_for(answer, timeout)
+        try:
+            ack_args = await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            # python-socketio keeps a callback until its ack comes, which may be never.
+            callbacks = self.client.callbacks.get("/", {})
+            for ack_id in [i for i, callback in callbacks.items() if callback is acked]:
+                del callbacks[ack_id]
+            raise
         return as_socketio_data(ack_args)
