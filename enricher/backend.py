@@ -44,20 +44,33 @@ class RoomFetcher:
         self._headers = headers or {}
         self._observe = observe or (lambda outcome, seconds: None)
         self.in_flight = 0
+        self.last_outcome: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        """False while the latest request failed to get an answer from the backend."""
+        return self.last_outcome not in ("timeout", "connection_error", "5xx")
 
     def room_url(self, room_id: str) -> str:
         """The REST address of a room; the id is always one escaped path segment."""
         return f"{self._base_url}/rooms/{quote(room_id, safe='')}"
 
-    async def fetch_room(self, room_id: str) -> RestResult:
-        """``GET /rooms/<room_id>``, parsed; the outcome is reported to ``observe``."""
+    async def fetch_room(self, room_id: str, wanted: Callable[[], bool] = bool) -> RestResult:
+        """``GET /rooms/<room_id>``, parsed; the outcome is reported to ``observe``.
+
+        ``wanted()`` is asked once a slot is free: a room whose snapshot went out while
+        its request waited is not fetched at all.
+        """
         async with self._slots:
+            if not wanted():
+                return RestFailure("rest_not_needed")
             self.in_flight += 1
             started = time.perf_counter()
             try:
                 result, outcome = await self._get(room_id)
             finally:
                 self.in_flight -= 1
+            self.last_outcome = outcome
             self._observe(outcome, time.perf_counter() - started)
             return result
 
@@ -76,11 +89,10 @@ class RoomFetcher:
             return RestFailure("rest_connection"), "connection_error"
         try:
             return parse_rest_room(orjson.loads(body), room_id), status_class
-        except (orjson.JSONDecodeError, Rejected) as exc:
-            log.warning(
-                "rest_body_rejected", room_id=room_id, reason=getattr(exc, "reason", "json")
-            )
+        except Exception as exc:  # whatever the body is, the room goes on without it
+            reason = exc.reason if isinstance(exc, Rejected) else type(exc).__name__
+            log.warning("rest_body_rejected", room_id=room_id, reason=reason)
             return RestFailure("rest_invalid_body"), "invalid_body"
 
 
-FetchRoom = Callable[[str], Awaitable[RestResult]]
+FetchRoom = Callable[[str, Callable[[], bool]], Awaitable[RestResult]]

@@ -53,7 +53,13 @@ class JoinDriver:
     def upstream_event(self, event: str, args: tuple[Any, ...]) -> None:
         """An event from the backend, in arrival order."""
         self._metrics.events_received.labels(event_label(event)).inc()
-        self._carry_out(self._join.upstream_event(event, args, self._loop.time()))
+        try:
+            actions = self._join.upstream_event(event, args, self._loop.time())
+        except Exception:
+            # A bug must not cost the event: it goes out as it came.
+            log.exception("join_failed", upstream_event=event)
+            actions = [Emit(event, args)]
+        self._carry_out(actions)
 
     async def run(self) -> None:
         """Send the join's emits, in order, until cancelled."""
@@ -84,10 +90,15 @@ class JoinDriver:
     def _start(self, coroutine: Any) -> None:
         task = self._loop.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task_failed", exc_info=task.exception())
 
     async def _fetch(self, room_id: str) -> None:
-        answer = await self._fetch_room(room_id)
+        answer = await self._fetch_room(room_id, lambda: room_id in self._join.pending_rooms)
         self._carry_out(self._join.rest_answer(room_id, answer, self._loop.time()))
 
     def _arm_timer(self) -> None:
@@ -101,7 +112,12 @@ class JoinDriver:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        self._carry_out(self._join.tick(self._loop.time()))
+        try:
+            actions = self._join.tick(self._loop.time())
+        except Exception:
+            log.exception("join_tick_failed")
+            actions = []
+        self._carry_out(actions)
 
     def _note(self, note: Note) -> None:
         fields = note.fields

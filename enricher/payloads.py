@@ -133,8 +133,10 @@ class _Fields:
         value = self.payload.get(name)
         if value is None:
             return None
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
+        if isinstance(value, str):
+            digits = value.strip()
+            if digits.isascii() and digits.isdigit() and len(digits) <= 18:
+                value = int(digits)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
         self.warnings.append(name)
