@@ -48,7 +48,8 @@ def _bind(address: str) -> socket.socket:
 
 
 async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # Browsers are closed before the runners are; their handlers end at once.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     sock = _bind(address)
     await web.SockSite(runner, sock).start()
@@ -95,7 +96,15 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         public, public_port = await _site(downstream.app, settings.listen)
         admin, admin_port = await _site(
-            admin_app(metrics, lambda: upstream.connected), settings.admin_listen
+            admin_app(
+                metrics,
+                lambda: {
+                    "upstream": upstream.connected,
+                    "rest": fetcher.reachable,
+                    "accepting": downstream.accepting,
+                },
+            ),
+            settings.admin_listen,
         )
         log.info(
             "listening",
@@ -110,8 +119,14 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         try:
             yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)
         finally:
-            await driver.flush("shutdown")
-            await upstream.stop()
+            downstream.accepting = False  # not ready from now on, new browsers refused
+            try:
+                async with asyncio.timeout(settings.shutdown_grace):
+                    await upstream.stop()  # no new events from here
+                    await driver.flush("shutdown")  # held rooms go out, emits drain
+                    await downstream.close()  # browsers reconnect, to another replica
+            except TimeoutError:
+                log.warning("shutdown_grace_exceeded", shutdown_grace=settings.shutdown_grace)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -128,4 +143,4 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with running(settings):
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping", shutdown_grace=settings.shutdown_grace)

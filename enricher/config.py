@@ -61,7 +61,7 @@ class UpstreamSettings(_Section):
     headers: dict[str, str] = {}
     query: dict[str, str] = {}
     auth: dict[str, Any] | None = None
-    transports: list[Literal["websocket", "polling"]] = ["websocket", "polling"]
+    transports: list[Literal["websocket", "polling"]] = ["polling", "websocket"]
     connect_timeout: Seconds = 5.0
     reconnect_delay: Seconds = 0.5
     reconnect_delay_max: Seconds = 10.0
@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     admin_listen: Address = "127.0.0.1:9090"
     socketio_path: str = "socket.io"
     cors_origins: list[str] | Literal["*"] = "*"
+    shutdown_grace: Seconds = 10.0
     hold_timeout: Seconds = 3.0
     event_grace: Seconds = 0.2
     new_room_mode: NewRoomMode = NewRoomMode.ENRICHED

@@ -108,6 +108,7 @@ class Downstream:
         self._metrics = metrics
         self._allowed = None if client_events == "*" else frozenset(client_events)
         self._ack_timeout = ack_timeout
+        self.accepting = True
         self.membership = RoomMembership()
         self.sio = _Server(
             async_mode="aiohttp",
@@ -133,11 +134,22 @@ class Downstream:
         for room_id in self.membership.rooms():
             await self._backend_room(ROOM_JOIN, room_id)
 
+    async def close(self) -> None:
+        """Refuse new browsers and close every connection at the engine.io level, so that
+        socket.io-client reconnects by itself (to another replica)."""
+        self.accepting = False
+        if self.sio.eio.sockets:
+            await self.sio.eio.disconnect()
+
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not self.accepting:
+            raise socketio.exceptions.ConnectionRefusedError("shutting_down")
         self._metrics.browsers.inc()
+        log.debug("browser_connected", sid=sid, remote=environ.get("REMOTE_ADDR"))
 
     async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         self._metrics.browsers.dec()
+        log.debug("browser_disconnected", sid=sid, reason=str(reason))
         for room_id in self.membership.drop(sid):
             await self._backend_room(ROOM_LEAVE, room_id)
 

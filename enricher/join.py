@@ -300,7 +300,9 @@ class Join:
         self._now = now
         actions: list[Action] = []
         for room_id, pending in list(self.pending_rooms.items()):
-            actions.extend(self._send(room_id, pending, now, reason))
+            actions.extend(
+                self._send(room_id, pending, now, None if self._known(pending) else reason)
+            )
         return actions
 
     def next_wakeup(self) -> float | None:

@@ -10,19 +10,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .metrics import Metrics
 
 
-def admin_app(metrics: Metrics, upstream_connected: Callable[[], bool]) -> web.Application:
-    """``/healthz`` (the process answers), ``/readyz`` (the backend is connected), ``/metrics``."""
+def admin_app(metrics: Metrics, checks: Callable[[], dict[str, bool]]) -> web.Application:
+    """``/healthz`` (the process answers), ``/readyz`` (every check passes), ``/metrics``.
+
+    ``checks()`` names each readiness check and whether it passes now.
+    """
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        connected = upstream_connected()
+        results = checks()
+        ready = all(results.values())
         body = {
-            "ready": connected,
-            "checks": {"upstream": "connected" if connected else "disconnected"},
+            "ready": ready,
+            "checks": {name: "ok" if passed else "failing" for name, passed in results.items()},
         }
-        return web.json_response(body, status=200 if connected else 503)
+        return web.json_response(body, status=200 if ready else 503)
 
     async def prometheus(request: web.Request) -> web.Response:
         return web.Response(

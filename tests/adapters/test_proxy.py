@@ -155,7 +155,8 @@ async def test_an_unreachable_backend_is_retried_until_it_comes(aiohttp_server: 
         readyz = f"http://127.0.0.1:{proxy.admin_port}/readyz"
         async with http.get(readyz) as response:
             assert response.status == 503
-            assert (await response.json())["checks"] == {"upstream": "disconnected"}
+            checks = (await response.json())["checks"]
+            assert checks == {"upstream": "failing", "rest": "ok", "accepting": "ok"}
         browser = BrowserClient()
         await browser.sio.connect(f"http://127.0.0.1:{proxy.public_port}")
         backend = StubBackend()
@@ -166,3 +167,36 @@ async def test_an_unreachable_backend_is_retried_until_it_comes(aiohttp_server: 
         await browser.sio.disconnect()
         async with http.get(readyz) as response:
             assert response.status == 200
+
+
+async def test_shutdown_sends_held_rooms_then_closes_browsers(aiohttp_server: Any) -> None:
+    backend = StubBackend()
+    never = asyncio.Event()
+
+    async def hanging(room_id: str) -> None:
+        await never.wait()
+
+    backend.rest_hook = hanging
+    server = await aiohttp_server(backend.app)
+    settings = load_settings(
+        None,
+        **{
+            "upstream.url": f"http://127.0.0.1:{server.port}",
+            "listen": "127.0.0.1:0",
+            "admin_listen": "127.0.0.1:0",
+        },
+    )
+    browser = BrowserClient()
+    disconnected = asyncio.Event()
+    browser.sio.on("disconnect", lambda reason=None: disconnected.set())
+    async with running(settings) as proxy:
+        await asyncio.wait_for(backend.connections.get(), 10)
+        await browser.sio.connect(f"http://127.0.0.1:{proxy.public_port}")
+        await backend.new_customer("r1", "6281", "Budi", "held while REST hangs")
+        await browser.next("new_message")
+        assert proxy.join.pending_rooms  # held: REST has not answered
+    # leaving the context is the SIGTERM path: the held room went out before the close
+    _, (snapshot,) = await browser.next("new_room_complete")
+    assert snapshot["enrichment"] == "partial" and snapshot["enrichment_reason"] == "shutdown"
+    assert snapshot["last_message_text"] == "held while REST hangs"
+    await asyncio.wait_for(disconnected.wait(), 5)

@@ -498,3 +498,35 @@ async def test_backend_restart(
     await sidebar_check(backend, dump)
     await check_messages_unchanged(backend, group)
     assert_stayed_connected(group)
+
+
+async def test_sigterm_sends_held_rooms_and_hands_browsers_over(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """SIGTERM: the room held for a hanging REST goes out (partial, shutdown), then every
+    browser's connection closes the way socket.io-client reconnects after, and enricher
+    exits 0 well within its grace period."""
+    proxy, group = await stack(backend, make_enricher, browsers, ENRICHER_HOLD_TIMEOUT="30")
+    webhook = await backend.customer("6281900000009", "Pamit", "sebelum berhenti", rest_fail="hang")
+    room_id = webhook["room_id"]
+    await group.wait_all("new_message", webhook["message_id"])
+    assert group.events("new_room_complete", room_id) == []  # held: REST hangs
+
+    started = asyncio.get_running_loop().time()
+    code = await proxy.child.stop(timeout=15)
+    took = asyncio.get_running_loop().time() - started
+    assert code == 0, proxy.child.tail()
+    assert took < 10, f"shutdown took {took:.1f}s"
+    await group.wait_until(
+        lambda: len([i for i in group.child.items if i.get("type") == "disconnected"]) == group.n,
+        "every browser disconnected",
+    )
+    # each browser got the held room before its connection closed
+    assert len(snapshots(group, room_id)) == group.n
+    for snapshot in snapshots(group, room_id):
+        assert snapshot["enrichment"] == "partial"
+        assert snapshot.get("enrichment_reason") == "shutdown"
+        assert snapshot["last_message_text"] == "sebelum berhenti"
+    reasons = {i["reason"] for i in group.child.items if i.get("type") == "disconnected"}
+    # "transport close": socket.io-client reconnects by itself ("io server disconnect" would not)
+    assert reasons == {"transport close"}
