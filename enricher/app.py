@@ -62,6 +62,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     metrics = Metrics()
     join = Join(limits=settings.join_limits(), new_room_mode=settings.new_room_mode)
     metrics.watch_sizes(join.sizes)
+    metrics.rooms_held.set_function(lambda: len(join.pending_rooms))
     async with aiohttp.ClientSession() as session:
         fetcher = RoomFetcher(
             session,
@@ -76,14 +77,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         driver: JoinDriver
 
         async def on_connected() -> None:
-            metrics.upstream_connects.inc()
             await downstream.rejoin_rooms()
 
         upstream = Upstream(
             settings.upstream,
             on_event=lambda event, args: driver.upstream_event(event, args),
             on_connected=on_connected,
-            on_state=lambda up: metrics.upstream_connected.set(int(up)),
+            on_state=metrics.upstream_state,
         )
         downstream = Downstream(
             upstream,

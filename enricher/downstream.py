@@ -9,6 +9,7 @@ its ack relayed back.
 from __future__ import annotations
 
 import contextvars
+import time
 from collections import defaultdict
 from typing import Any, Protocol
 
@@ -126,8 +127,11 @@ class Downstream:
 
     async def emit(self, action: Emit) -> None:
         """Carry out an :class:`Emit` of the join."""
+        started = time.perf_counter()
         await self.sio.emit(action.event, as_socketio_data(action.args), to=action.room)
-        self._metrics.events_emitted.labels(event_label(action.event)).inc()
+        label = event_label(action.event)
+        self._metrics.emit_seconds.labels(label).observe(time.perf_counter() - started)
+        self._metrics.events_emitted.labels(label).inc()
 
     async def rejoin_rooms(self) -> None:
         """After a new backend connection: join again every room a browser is in."""

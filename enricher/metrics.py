@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -64,6 +72,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
+        # process_* (CPU, memory, file descriptors), python_gc_*, python_info
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)
         self.upstream_connected = Gauge(
             "enricher_upstream_connected",
             "1 while the upstream Socket.IO connection is up.",
@@ -72,6 +83,11 @@ class Metrics:
         self.upstream_connects = Counter(
             "enricher_upstream_connects",
             "Successful upstream connections, the first one included.",
+            registry=registry,
+        )
+        self.upstream_disconnects = Counter(
+            "enricher_upstream_disconnects",
+            "Upstream connections lost (each is followed by a reconnection attempt).",
             registry=registry,
         )
         self.events_received = Counter(
@@ -142,6 +158,18 @@ class Metrics:
         self.browsers = Gauge(
             "enricher_browsers_connected", "Browsers connected now.", registry=registry
         )
+        self.rooms_held = Gauge(
+            "enricher_rooms_held",
+            "New rooms held now, waiting for their snapshot.",
+            registry=registry,
+        )
+        self.emit_seconds = Histogram(
+            "enricher_emit_duration_seconds",
+            "Time to hand one event to every browser it goes to (the fan-out), by event name.",
+            ["event"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=registry,
+        )
 
     def watch_sizes(self, sizes: Callable[[], dict[str, int]]) -> None:
         """Export the join's table sizes (``rooms held now`` is ``pending_rooms``)."""
@@ -151,6 +179,10 @@ class Metrics:
         label = "" if reason is None else _bounded(reason, SNAPSHOT_REASONS)
         self.snapshots.labels(enrichment, label).inc()
         self.hold_seconds.observe(held_seconds)
+
+    def upstream_state(self, connected: bool) -> None:
+        self.upstream_connected.set(int(connected))
+        (self.upstream_connects if connected else self.upstream_disconnects).inc()
 
     def rest_request(self, outcome: str, seconds: float) -> None:
         self.rest_requests.labels(outcome).inc()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 from typing import Any
 
@@ -131,6 +133,9 @@ async def test_admin_endpoints(proxy: Running, backend: StubBackend, browsers: A
         async with http.get(f"{admin}/metrics") as response:
             text = await response.text()
     assert 'enricher_snapshots_total{enrichment="complete",reason=""} 1.0' in text
+    assert "enricher_rooms_held 0.0" in text
+    assert 'enricher_emit_duration_seconds_count{event="new_room_complete"} 1.0' in text
+    assert "process_resident_memory_bytes" in text
     assert 'enricher_events_received_total{event="new_message"} 1.0' in text
     assert "enricher_upstream_connected 1.0" in text
     assert 'enricher_rest_requests_total{outcome="2xx"} 1.0' in text
@@ -200,3 +205,31 @@ async def test_shutdown_sends_held_rooms_then_closes_browsers(aiohttp_server: An
     assert snapshot["enrichment"] == "partial" and snapshot["enrichment_reason"] == "shutdown"
     assert snapshot["last_message_text"] == "held while REST hangs"
     await asyncio.wait_for(disconnected.wait(), 5)
+
+
+async def test_metrics_pass_promtool(proxy: Running, backend: StubBackend, browsers: Any) -> None:
+    """Names, units and help texts as Prometheus wants them (promtool, Debian's prometheus)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    (browser,) = await browsers(1)
+    await backend.new_customer("r1", "6281", "Budi", "hello")
+    await browser.next("new_room_complete")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{proxy.admin_port}/metrics") as response,
+    ):
+        text = await response.read()
+    check = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await check.communicate(text)
+    assert check.returncode == 0, output.decode()
+    assert output.decode().strip() == "", output.decode()
