@@ -1,6 +1,11 @@
 """docs/operations.md lists every metric enricher exports."""
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from enricher.metrics import Metrics
 
@@ -15,3 +20,22 @@ def test_every_metric_is_documented() -> None:
         if family.name.startswith("enricher_"):
             name = family.name + ("_total" if family.type == "counter" else "")
             assert f"`{name}`" in text, name
+
+
+def test_the_example_alerts_are_valid_prometheus_rules(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    text = OPERATIONS.read_text()
+    rules = text.split("### Alerts", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "rules.yaml").write_text(rules)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(tmp_path / "rules.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 3 rules found" in result.stdout
