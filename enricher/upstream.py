@@ -79,18 +79,21 @@ class Upstream:
         self._send_lock = asyncio.Lock()
         self._stopping = False
         self._disconnected = asyncio.Event()
+        self._up = False
         self.client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
         self.client.on("*", self._any_event)
         self.client.on("disconnect", self._disconnect)
 
     @property
     def connected(self) -> bool:
-        return bool(self.client.connected)
+        """Up from a completed connection until its disconnect event, as the logs say."""
+        return self._up
 
     async def _any_event(self, event: str, *args: Any) -> None:
         self._on_event(event, args)
 
     async def _disconnect(self, reason: str | None = None) -> None:
+        self._up = False
         log.warning("upstream_disconnected", reason=str(reason))
         self._on_state(False)
         self._disconnected.set()
@@ -119,6 +122,7 @@ class Upstream:
                 await self._pause(delay)
                 continue
             connected_at = loop.time()
+            self._up = True
             log.info("upstream_connected", url=settings.url, sid=self.client.sid)
             self._on_state(True)
             try:
@@ -177,7 +181,7 @@ class Upstream:
 
     async def emit(self, event: str, args: tuple[Any, ...]) -> None:
         """Send an event to the backend; raises :class:`UpstreamUnavailable` when down."""
-        if not self.client.connected:
+        if not self._up:
             raise UpstreamUnavailable(event)
         async with self._send_lock:
             await self.client.emit(event, as_socketio_data(args))
@@ -188,7 +192,7 @@ class Upstream:
 
         Raises :class:`UpstreamUnavailable` when down and ``TimeoutError`` when no ack came.
         """
-        if not self.client.connected:
+        if not self._up:
             raise UpstreamUnavailable(event)
         answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
 
