@@ -285,23 +285,6 @@ class Backend:
         result: dict[str, int] = await self._call("GET", "/_control/rest-calls")
         return result
 
-    async def poll(
-        self, probe: Callable[[], Awaitable[Any]], what: str, timeout: float = TIMEOUT
-    ) -> Any:
-        """Re-ask until ``probe()`` is truthy: for state that no process announces on a line
-        (socket.io room membership, /readyz), so there is nothing to wait on but the answer."""
-        last: Any = None
-        try:
-            async with asyncio.timeout(timeout):
-                # A remote state, not a local event: nothing to wait on but the answer.
-                while not (last := await probe()):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            pytest.fail(
-                f"timed out after {timeout}s waiting for {what} (last: {last!r})", pytrace=False
-            )
-        return last
-
 
 async def start_backend(node_dir: Path, port: int = 0) -> tuple[Child, int]:
     child = await spawn(

@@ -114,15 +114,12 @@ async def assert_admin(proxy: Enricher, path: str, status: int) -> Json:
         return body
 
 
-async def wait_ready(backend: Backend, proxy: Enricher, ready: bool) -> None:
-    async def probe() -> bool:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(proxy.admin_url + "/readyz") as resp,
-        ):
-            return (resp.status == 200) is ready
-
-    await backend.poll(probe, f"/readyz to say ready={ready}", timeout=15)
+async def wait_ready(proxy: Enricher, ready: bool, start: int) -> None:
+    """Wait for enricher to log the upstream coming up (or going down) after log line
+    ``start``; /readyz must then say the same."""
+    event = "upstream_connected" if ready else "upstream_disconnected"
+    await proxy.wait_log(event, start=start, timeout=15)
+    await assert_admin(proxy, "/readyz", 200 if ready else 503)
 
 
 def assert_stayed_connected(group: Browsers) -> None:
@@ -356,11 +353,12 @@ async def test_other_events_pass_through_both_ways(
     assert ack.get("args") == [1, "two", [3], {"nested": {"k": None}}], f"echo's ack: {ack}"
     await group.emit(5, "client:note", {"note": "no ack wanted"}, ack=False)
 
-    async def recorded() -> list[tuple[str, Any, bool]] | None:
-        events = [(e["event"], e["args"], e["has_ack"]) for e in await backend.client_events()]
-        return events if ("client:note", [{"note": "no ack wanted"}], False) in events else None
-
-    events = await backend.poll(recorded, "the backend to record client:note")
+    await backend.child.wait_for(
+        lambda item: item.get("event") == "client_event" and item.get("name") == "client:note",
+        "the backend to log client:note",
+    )
+    events = [(e["event"], e["args"], e["has_ack"]) for e in await backend.client_events()]
+    assert ("client:note", [{"note": "no ack wanted"}], False) in events
     assert ("echo", [{"x": 1}], True) in events
     assert ("echo", [1, "two", [3], {"nested": {"k": None}}], True) in events
     dump = await group.dump()
@@ -377,10 +375,15 @@ async def test_room_join_and_leave(
     await settle(backend, group, [room_id])
 
     async def joined_is(count: int) -> None:
-        async def probe() -> bool:
-            return await backend.joined(room_id) == count
-
-        await backend.poll(probe, f"the backend to show {count} socket(s) in room:{room_id}")
+        await backend.child.wait_for(
+            lambda item: (
+                item.get("event") in ("room:join", "room:leave")
+                and item.get("room_id") == room_id
+                and item.get("count") == count
+            ),
+            f"the backend to log {count} socket(s) in room:{room_id}",
+        )
+        assert await backend.joined(room_id) == count
 
     for browser in (0, 1):
         ack = await group.emit(browser, "room:join", {"room_id": room_id})
@@ -459,9 +462,10 @@ async def test_upstream_kick_reconnects(
     first = await backend.customer("6281900000001", "Sebelum Kick", "sebelum")
     await settle(backend, group, [first["room_id"]])
 
+    start = len(proxy.child.items)
     assert await backend.kick() == 1, "only the proxy should be connected to the backend"
     await backend.wait_connections(2, timeout=15)
-    await wait_ready(backend, proxy, True)
+    await wait_ready(proxy, True, start)
 
     second = await backend.customer("6281900000002", "Sesudah Kick", "sesudah")
     again = await backend.customer("6281900000001", "Sebelum Kick", "lagi")
@@ -481,17 +485,19 @@ async def test_backend_restart(
     """Not in the brief's list, but in CONTRACT: the upstream comes back after a backend
     restart; /readyz says 503 meanwhile; browsers stay connected."""
     proxy, group = await stack(backend, make_enricher, browsers)
+    start = len(proxy.child.items)
     await backend.child.stop()
-    await wait_ready(backend, proxy, False)
+    await wait_ready(proxy, False, start)
     body = await assert_admin(proxy, "/readyz", 503)
-    assert body.get("ready") is False
+    assert body.get("ready") is False and body["checks"]["upstream"] == "failing"
     assert (await assert_admin(proxy, "/healthz", 200)) == {"status": "ok"}
 
+    start = len(proxy.child.items)
     backend.child, port = await start_backend(node_harness, backend.port)
     assert port == backend.port
     group.context[0] = backend.child
     await backend.wait_connections(1, timeout=20)
-    await wait_ready(backend, proxy, True)
+    await wait_ready(proxy, True, start)
 
     sent = await backend.customer("6281900000003", "Setelah Restart", "halo lagi")
     dump = await settle(backend, group, [sent["room_id"]])

@@ -229,10 +229,10 @@ async def test_client_events_acks_and_rooms(backend: Backend, browsers: Browsers
 
     await group.emit(0, "room:leave", {"room_id": room_id}, ack=False)
 
-    async def one_left() -> bool:
-        return await backend.joined(room_id) == 1
-
-    await backend.poll(one_left, "1 socket left in the room")
+    await backend.child.wait_for(
+        lambda item: item.get("event") == "room:leave" and item.get("count") == 1,
+        "the backend to log 1 socket left in the room",
+    )
     assert (await group.emit(1, "room:leave", {"room_id": room_id}))["args"][0]["ok"] is True
     assert await backend.joined(room_id) == 0
 

@@ -224,7 +224,9 @@ io.on('connection', (socket) => {
 
   socket.onAny((event, ...args) => {
     const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
-    clientEvents.push({ sid: socket.id, event, args: hasAck ? args.slice(0, -1) : args, has_ack: hasAck });
+    const record = { sid: socket.id, event, args: hasAck ? args.slice(0, -1) : args, has_ack: hasAck };
+    clientEvents.push(record);
+    log({ ...record, event: 'client_event', name: event });
   });
 
   const roomHandler = (action) => (data, ack) => {
@@ -232,7 +234,8 @@ io.on('connection', (socket) => {
     if (typeof roomId === 'string' && roomId) {
       if (action === 'join') socket.join(`room:${roomId}`);
       else socket.leave(`room:${roomId}`);
-      log({ event: `room:${action}`, sid: socket.id, room_id: roomId });
+      const count = io.of('/').adapter.rooms.get(`room:${roomId}`)?.size || 0;
+      log({ event: `room:${action}`, sid: socket.id, room_id: roomId, count });
       if (typeof ack === 'function') ack({ ok: true, room_id: roomId });
     } else if (typeof ack === 'function') {
       ack({ ok: false, error: 'room_id required' });
