@@ -48,8 +48,11 @@ class RoomFetcher:
 
     @property
     def reachable(self) -> bool:
-        """False while the latest request failed to get an answer from the backend."""
-        return self.last_outcome not in ("timeout", "connection_error", "5xx")
+        """False while the latest request could not reach the backend (refused, timed out).
+
+        An error status is an answer: one 5xx must not take every replica out of service.
+        """
+        return self.last_outcome not in ("timeout", "connection_error")
 
     def room_url(self, room_id: str) -> str:
         """The REST address of a room; the id is always one escaped path segment."""
