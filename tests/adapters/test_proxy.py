@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import socketio
 from aiohttp import web
 
 from enricher.app import Running, running
@@ -233,3 +234,23 @@ async def test_metrics_pass_promtool(proxy: Running, backend: StubBackend, brows
     output, _ = await check.communicate(text)
     assert check.returncode == 0, output.decode()
     assert output.decode().strip() == "", output.decode()
+
+
+async def test_a_draining_proxy_is_unready_and_refuses_new_browsers(
+    proxy: Running, browsers: Any
+) -> None:
+    (connected,) = await browsers(1)
+    proxy.downstream.accepting = False  # the first thing shutdown does
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{proxy.admin_port}/readyz") as response,
+    ):
+        assert response.status == 503
+        assert (await response.json())["checks"]["accepting"] == "failing"
+    late = BrowserClient()
+    refusals: list[Any] = []
+    late.sio.on("connect_error", refusals.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await late.sio.connect(f"http://127.0.0.1:{proxy.public_port}", transports=["websocket"])
+    assert refusals == [{"message": "shutting_down"}]
+    assert connected.sio.connected  # browsers already there stay until they are handed over
