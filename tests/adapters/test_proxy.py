@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import socket
 from typing import Any
 
@@ -16,6 +14,7 @@ from aiohttp import web
 from enricher.app import Running, running
 from enricher.config import load_settings
 
+from .. import tools
 from .conftest import BrowserClient, StubBackend
 
 
@@ -210,11 +209,7 @@ async def test_shutdown_sends_held_rooms_then_closes_browsers(aiohttp_server: An
 
 async def test_metrics_pass_promtool(proxy: Running, backend: StubBackend, browsers: Any) -> None:
     """Names, units and help texts as Prometheus wants them (promtool, Debian's prometheus)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    promtool = tools.promtool()
     (browser,) = await browsers(1)
     await backend.new_customer("r1", "6281", "Budi", "hello")
     await browser.next("new_room_complete")

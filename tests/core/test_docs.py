@@ -1,13 +1,11 @@
 """docs/operations.md lists every metric enricher exports."""
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from enricher.metrics import Metrics
+
+from .. import tools
 
 OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
 
@@ -23,11 +21,7 @@ def test_every_metric_is_documented() -> None:
 
 
 def test_the_example_alerts_are_valid_prometheus_rules(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    promtool = tools.promtool()
     text = OPERATIONS.read_text()
     rules = text.split("### Alerts", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "rules.yaml").write_text(rules)
