@@ -80,7 +80,11 @@ class Upstream:
         self._stopping = False
         self._disconnected = asyncio.Event()
         self._up = False
-        self.client = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        # handle_sigint off: python-socketio would otherwise take Ctrl-C over at the first
+        # connection and cancel every task, skipping enricher's own shutdown.
+        self.client = socketio.AsyncClient(
+            reconnection=False, logger=False, engineio_logger=False, handle_sigint=False
+        )
         self.client.on("*", self._any_event)
         self.client.on("disconnect", self._disconnect)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from typing import Any
 
 import aiohttp
@@ -536,3 +537,15 @@ async def test_sigterm_sends_held_rooms_and_hands_browsers_over(
     reasons = {i["reason"] for i in group.child.items if i.get("type") == "disconnected"}
     # "transport close": socket.io-client reconnects by itself ("io server disconnect" would not)
     assert reasons == {"transport close"}
+
+
+async def test_ctrl_c_stops_cleanly(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """SIGINT (Ctrl-C in a terminal) after the backend connection is up: the same clean
+    shutdown as SIGTERM, exit 0, no traceback."""
+    proxy, _ = await stack(backend, make_enricher, browsers, n=2)
+    proxy.child.proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proxy.child.proc.wait(), 15) == 0, proxy.child.tail()
+    await proxy.wait_log("stopped")
+    assert not any("Traceback" in line for line in proxy.child.text), proxy.child.tail()
