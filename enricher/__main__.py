@@ -1,9 +1,11 @@
-"""Command line: ``enricher serve [--config PATH] [--upstream URL] [--listen HOST:PORT] ...``."""
+"""Command line: ``enricher serve [--config PATH] [--upstream URL] [--listen HOST:PORT] ...``
+and ``enricher demo [--port N] [--rate R] [--chaos/--no-chaos] [--open] [--seed N]``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from pathlib import Path
 
@@ -25,11 +27,60 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", metavar="URL", help="the backend's Socket.IO URL")
     serve.add_argument("--listen", metavar="HOST:PORT", help="public address for browsers")
     serve.add_argument("--admin-listen", metavar="HOST:PORT", help="admin address: health, metrics")
+    _add_demo(commands)
     return parser
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not 0 < number < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
+    return number
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="see it work: a simulated backend, enricher, and a page with two inboxes",
+        description="Start a simulated chat backend, enricher in front of it, and a page "
+        "that shows an inbox straight from the backend next to one through enricher. "
+        "Stop it with Ctrl-C.",
+    )
+    demo.add_argument(
+        "--port", type=_port, default=8000, help="the page's port on 127.0.0.1 (0: any free one)"
+    )
+    demo.add_argument(
+        "--rate", type=_positive, default=1.0, help="simulated messages per second (default 1)"
+    )
+    demo.add_argument(
+        "--chaos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the backend's real-world disorder: message before room, duplicates, "
+        "a lost first message, slow or failing REST (default on)",
+    )
+    demo.add_argument("--open", action="store_true", help="open the page in a browser")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the simulated customers: the same ones, in the same disorder, each run",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo.run import DemoOptions
+        from .demo.run import main as demo
+
+        return demo(DemoOptions(args.port, args.rate, args.chaos, args.open, args.seed))
     try:
         settings = load_settings(
             args.config,
