@@ -1537,7 +1537,7 @@ def render(full: Json | None, soak_res: Json | None, extras: list[tuple[str, Jso
                 w(f"| `{a[0]}` | {a[1]} | `{b[0]}` | {b[1]} |")
             w("")
     if soak_res:
-        _soak_section(w, soak_res)
+        _soak_section(w, soak_res, every=3)
     for name, extra in extras:
         w(f"### Supplementary: `{extra['command']}`")
         w("")
@@ -1649,7 +1649,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda s: tuple(int(x) for x in s.split("x")),
         default=None,
         metavar="NxRATE",
-        help="py-spy enricher at this point of the grid, e.g. 200x100",
+        help="after the grid, one more enricher run at this point under py-spy, e.g. 200x100",
     )
     p.add_argument("--soak-n", type=int, default=200)
     p.add_argument("--soak-rate", type=float, default=20.0)
@@ -1660,8 +1660,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--save-as",
         metavar="NAME",
-        help="results file in bench/results/ (default: quick.json, full.json or soak.json); "
-        "a full run saved under another name does not rewrite the docs",
+        help="results file in bench/results/ (default: quick.json; full.json or soak.json for "
+        "the default full run or soak, else custom.json / soak-custom.json); only full.json "
+        "and soak.json rewrite the docs, extra-*.json are added to them as supplementary runs",
     )
     return p.parse_args(argv)
 
@@ -1725,8 +1726,10 @@ async def amain(args: argparse.Namespace) -> int:
             "churn": args.soak_churn,
             "elapsed_s": time.monotonic() - t_begin,
         }
-        say(f"saved {save(args.save_as or 'soak.json', data)}")
-        if not args.no_docs and (args.save_as or "soak.json") == "soak.json":
+        default_soak = args.soak_duration >= 600 and not args.enricher_env and not args.no_deflate
+        soak_name = args.save_as or ("soak.json" if default_soak else "soak-custom.json")
+        say(f"saved {save(soak_name, data)}")
+        if not args.no_docs and soak_name == "soak.json":
             write_doc(load("full.json"), data)
             say(f"wrote {DOC}")
         problems = verdict_loss([point])
@@ -1755,7 +1758,14 @@ async def amain(args: argparse.Namespace) -> int:
     data["elapsed_s"] = time.monotonic() - t_begin
     data["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     problems = verdict_loss(points)
-    name = args.save_as or ("quick.json" if args.quick else "full.json")
+    # Only the default full run (or an explicit --save-as full.json) replaces the page's tables.
+    default_full = not args.quick and run_max_n and not args.no_deflate and not args.enricher_env
+    default_full = default_full and all(
+        x is None for x in (args.n, args.rates, args.duration, args.warmup)
+    )
+    name = args.save_as or (
+        "quick.json" if args.quick else "full.json" if default_full else "custom.json"
+    )
     say(f"saved {save(name, data)}")
     if not args.quick and not args.no_docs and name == "full.json":
         write_doc(data, load("soak.json"))
