@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, load_settings
@@ -97,8 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
-    asyncio.run(serve(settings))
+    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+        runner.run(serve(settings))
     return 0
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 if __name__ == "__main__":

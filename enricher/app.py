@@ -92,6 +92,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             client_events=settings.client_events,
             ack_timeout=settings.upstream.ack_timeout,
             socketio_path=settings.socketio_path,
+            compression=settings.websocket.compression,
+            direct_broadcast=settings.websocket.direct_broadcast,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         public, public_port = await _site(downstream.app, settings.listen)

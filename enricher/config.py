@@ -85,6 +85,11 @@ class StateSettings(_Section):
     early_message_ttl: Seconds = 30.0
 
 
+class WebSocketSettings(_Section):
+    compression: bool = False
+    direct_broadcast: bool = True
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -109,6 +114,8 @@ class Settings(BaseSettings):
     event_grace: Seconds = 0.2
     new_room_mode: NewRoomMode = NewRoomMode.ENRICHED
     client_events: list[str] | Literal["*"] = "*"
+    websocket: WebSocketSettings = WebSocketSettings()
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
 

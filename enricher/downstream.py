@@ -17,6 +17,8 @@ import socketio
 import structlog
 from aiohttp import web
 
+from . import jsonwire
+from .fanout import BroadcastManager, websocket_class
 from .join import Emit
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
@@ -104,6 +106,8 @@ class Downstream:
         client_events: list[str] | str,
         ack_timeout: float,
         socketio_path: str = "socket.io",
+        compression: bool = False,
+        direct_broadcast: bool = True,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -111,12 +115,20 @@ class Downstream:
         self._ack_timeout = ack_timeout
         self.accepting = True
         self.membership = RoomMembership()
+        websocket = websocket_class(compress=compression)
         self.sio = _Server(
             async_mode="aiohttp",
+            client_manager=BroadcastManager(
+                websocket.sockets, direct=direct_broadcast, count=metrics.delivered
+            ),
+            json=jsonwire,
             cors_allowed_origins=cors_origins,
             logger=False,
             engineio_logger=False,
         )
+        # python-engineio takes its WebSocket class from its driver table: ours adds the
+        # compression setting and what the direct broadcast path needs.
+        self.sio.eio._async = {**self.sio.eio._async, "websocket": websocket}
         self.app = web.Application()
         self.sio.attach(self.app, socketio_path=socketio_path)
         self.sio.on("connect", self._connect)

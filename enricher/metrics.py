@@ -170,6 +170,21 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=registry,
         )
+        self.deliveries = Counter(
+            "enricher_deliveries",
+            "Events handed to browsers, one per browser, by path: 'direct' (the frame written "
+            "straight to an idle WebSocket) or 'queued' (python-socketio's per-socket queue).",
+            ["path"],
+            registry=registry,
+        )
+        self._direct = self.deliveries.labels("direct")
+        self._queued = self.deliveries.labels("queued")
+
+    def delivered(self, direct: int, queued: int) -> None:
+        if direct:
+            self._direct.inc(direct)
+        if queued:
+            self._queued.inc(queued)
 
     def watch_sizes(self, sizes: Callable[[], dict[str, int]]) -> None:
         """Export the join's table sizes (``rooms held now`` is ``pending_rooms``)."""

@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import socketio
 import structlog
 
+from . import jsonwire
 from .config import UpstreamSettings
 
 log = structlog.get_logger("enricher.upstream")
@@ -83,7 +84,11 @@ class Upstream:
         # handle_sigint off: python-socketio would otherwise take Ctrl-C over at the first
         # connection and cancel every task, skipping enricher's own shutdown.
         self.client = socketio.AsyncClient(
-            reconnection=False, logger=False, engineio_logger=False, handle_sigint=False
+            reconnection=False,
+            logger=False,
+            engineio_logger=False,
+            handle_sigint=False,
+            json=jsonwire,
         )
         self.client.on("*", self._any_event)
         self.client.on("disconnect", self._disconnect)

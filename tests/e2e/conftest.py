@@ -239,6 +239,12 @@ class Backend:
     async def emit(self, event: str, *args: Any) -> None:
         await self._call("POST", "/_control/emit", {"event": event, "args": list(args)})
 
+    async def burst(self, count: int, sizes: list[int], start: int = 0) -> None:
+        """``count`` ``test:seq`` events {n, pad, sum} in one tick, n from ``start``, pads of
+        ``sizes`` in turn."""
+        body = {"count": count, "sizes": sizes, "start": start}
+        await self._call("POST", "/_control/burst", body)
+
     async def config(self, **knobs: Any) -> Json:
         result: Json = await self._call("POST", "/_control/config", knobs)
         return result
@@ -422,6 +428,8 @@ class Browsers:
         self.n = n
         self.context = context  # other processes whose logs explain a failure
         self._tags = itertools.count(1)
+        self._seqs: dict[int, list[Json]] = {}
+        self._seq_read = 0
 
     async def _send(self, cmd: Json) -> None:
         stdin = self.child.proc.stdin
@@ -430,7 +438,7 @@ class Browsers:
         await stdin.drain()
 
     async def wait_until(
-        self, condition: Callable[[], Any], what: str, timeout: float = TIMEOUT
+        self, condition: Callable[[], Any], what: str | Callable[[], str], timeout: float = TIMEOUT
     ) -> Any:
         return await self.child.wait_until(condition, what, timeout, self.context)
 
@@ -472,6 +480,42 @@ class Browsers:
             return f"{event!r}{detail} at every browser (missing at browsers {_ranges(missing)})"
 
         await self.child.wait_until(done, what, timeout, self.context)
+
+    def seqs(self, browser: int) -> list[Json]:
+        """The ``test:seq`` events one browser received, in order: ``{"n", "ok"}``."""
+        items = self.child.items
+        for item in items[self._seq_read :]:
+            if item.get("type") == "seq":
+                self._seqs.setdefault(item["browser"], []).append(item)
+        self._seq_read = len(items)
+        return self._seqs.get(browser, [])
+
+    async def wait_seqs(
+        self, count: int, browsers: Iterable[int] | None = None, timeout: float = TIMEOUT
+    ) -> None:
+        """Wait until each of ``browsers`` (default: all) received ``count`` ``test:seq``."""
+        wanted = list(range(self.n) if browsers is None else browsers)
+
+        def short() -> list[int]:
+            return [b for b in wanted if len(self.seqs(b)) < count]
+
+        await self.wait_until(
+            lambda: not short(),
+            lambda: f"{count} test:seq events at browsers {_ranges(short())}",
+            timeout,
+        )
+
+    async def pause(self, browser: int, resume: bool = False) -> None:
+        """Stop (or start again) reading one browser's WebSocket."""
+        tag = next(self._tags)
+        await self._send({"cmd": "resume" if resume else "pause", "browser": browser, "tag": tag})
+        kind = "resumed" if resume else "paused"
+        await self.child.wait_for(
+            lambda item: item.get("type") == kind and item.get("tag") == tag,
+            f"browser {browser} {kind}",
+            TIMEOUT,
+            context=self.context,
+        )
 
     def connected_lines(self) -> list[Json]:
         return [item for item in self.child.items if item.get("type") == "connected"]
@@ -534,13 +578,17 @@ BrowsersFactory = Callable[..., Awaitable[Browsers]]
 
 @pytest.fixture
 async def browsers(node_harness: Path) -> AsyncIterator[BrowsersFactory]:
-    """``await browsers(url, n, context=[...])``: n connected browsers."""
+    """``await browsers(url, n, context=[...], flags=[...])``: n connected browsers
+    (``flags``: browsers.js options such as ``--transports websocket``)."""
     started: list[Browsers] = []
 
-    async def start(url: str, n: int, context: Iterable[Child] = ()) -> Browsers:
+    async def start(
+        url: str, n: int, context: Iterable[Child] = (), flags: Iterable[str] = ()
+    ) -> Browsers:
+        flags = list(flags)
         child = await spawn(
-            f"browsers.js x{n}",
-            ["node", "browsers.js", url, str(n)],
+            f"browsers.js x{n} {' '.join(flags)}".rstrip(),
+            ["node", "browsers.js", url, str(n), *flags],
             cwd=node_harness,
             json_streams={"stdout"},
             stdin=True,

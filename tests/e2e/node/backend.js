@@ -308,6 +308,21 @@ async function customer(body) {
 
 // ---------------------------------------------------------------- REST + control routes
 
+const PAD_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789 éü✓漢字🙂';
+
+function burstPad(n, size) {
+  const chars = [...PAD_ALPHABET];
+  let pad = '';
+  for (let i = 0; pad.length < size; i++) pad += chars[(n + i) % chars.length];
+  return pad.slice(0, size);
+}
+
+function charSum(text) {
+  let sum = 0;
+  for (let i = 0; i < text.length; i++) sum = (sum + text.charCodeAt(i)) % 1000000007;
+  return sum;
+}
+
 async function handle(req, res) {
   const url = new URL(req.url, 'http://stub');
   const path = url.pathname;
@@ -367,6 +382,20 @@ async function handle(req, res) {
     if (typeof body.event !== 'string') throw new HttpError(400, 'event (string) required');
     io.emit(body.event, ...(Array.isArray(body.args) ? body.args : []));
     return send(res, 200, { ok: true });
+  }
+  if (method === 'POST' && path === '/_control/burst') {
+    // `count` events in one tick, {n, pad, sum} with n from `start`: pad of sizes[n % sizes.length] characters
+    // (some of them beyond ASCII), sum of its char codes, for the browsers to check.
+    const body = await readJson(req);
+    const count = Number(body.count) || 0;
+    const start = Number(body.start) || 0;
+    const sizes = Array.isArray(body.sizes) && body.sizes.length ? body.sizes : [16];
+    const event = typeof body.event === 'string' ? body.event : 'test:seq';
+    for (let n = start; n < start + count; n++) {
+      const pad = burstPad(n, Number(sizes[n % sizes.length]));
+      io.emit(event, { n, pad, sum: charSum(pad) });
+    }
+    return send(res, 200, { emitted: count });
   }
   if (method === 'POST' && path === '/_control/kick') {
     const kicked = io.of('/').sockets.size;

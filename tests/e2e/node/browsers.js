@@ -3,15 +3,21 @@
 // seed's recommended frontend handlers build it (/work/shared/seed/socket-events.md), with
 // no room open (so every new_message adds 1 to unread_count).
 //
-//   node browsers.js URL N
+//   node browsers.js URL N [--transports polling,websocket] [--no-deflate]
+//
+// --transports: socket.io-client's `transports` (default: polling, then the upgrade);
+// --no-deflate: do not offer permessage-deflate (socket.io-client offers it by default).
 //
 // stdout, one JSON object a line:
 //   {"type":"connected","browser":i,...}          on each connect
 //   {"type":"disconnected","browser":i,"reason"}  on each disconnect
 //   {"type":"event","browser":i,"event":e,"id":..,"room_id":..,"payload":..}   known events
 //   {"type":"event","browser":i,"event":e,"args":[...]}                        any other event
+//   {"type":"seq","browser":i,"n":n,"ok":bool}  each test:seq event (ok: its pad is intact)
 //   {"type":"dump","browsers":[...]}  {"type":"ack","tag":t,"args"|"error":..}  {"type":"emitted","tag":t}
 // stdin, one JSON object a line: {"cmd":"dump"} | {"cmd":"emit",...} | {"cmd":"close"}
+//   | {"cmd":"pause","browser":i} | {"cmd":"resume","browser":i}  (stop / start reading the
+//   browser's WebSocket: a browser whose tab or network stalls)
 'use strict';
 
 const readline = require('readline');
@@ -20,9 +26,14 @@ const { io } = require('socket.io-client');
 const url = process.argv[2];
 const count = Number(process.argv[3] || 1);
 if (!url || !Number.isInteger(count) || count < 1) {
-  process.stderr.write('usage: node browsers.js URL N\n');
+  process.stderr.write('usage: node browsers.js URL N [--transports T,...] [--no-deflate]\n');
   process.exit(2);
 }
+const flags = process.argv.slice(4);
+const options = { forceNew: true };
+const transportsAt = flags.indexOf('--transports');
+if (transportsAt >= 0) options.transports = flags[transportsAt + 1].split(',');
+if (flags.includes('--no-deflate')) options.perMessageDeflate = false;
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -40,7 +51,7 @@ class Browser {
     this.other = [];
     this.connects = 0;
     this.recovered = [];
-    this.socket = io(url, { forceNew: true });
+    this.socket = io(url, options);
 
     this.socket.on('connect', () => {
       this.connects += 1;
@@ -99,7 +110,13 @@ class Browser {
       this.count('room:new_message', message && message.id, message);
     });
 
+    this.socket.on('test:seq', (data) => {
+      const ok = typeof data.pad === 'string' && charSum(data.pad) === data.sum;
+      out({ type: 'seq', browser: index, n: data.n, ok });
+    });
+
     this.socket.onAny((event, ...args) => {
+      if (event === 'test:seq') return;
       if (ROOM_EVENTS.has(event) || MESSAGE_EVENTS.has(event)) return;
       const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
       const plain = hasAck ? args.slice(0, -1) : args;
@@ -121,8 +138,24 @@ class Browser {
     });
   }
 
+  transport() {
+    const transport = this.socket.io.engine && this.socket.io.engine.transport;
+    const ws = transport && transport.ws;
+    return {
+      name: transport ? transport.name : null,
+      extensions: ws && typeof ws.extensions === 'string' ? ws.extensions : '',
+    };
+  }
+
+  // The TCP socket under the browser's WebSocket (socket.io-client in Node uses `ws`).
+  tcp() {
+    const transport = this.socket.io.engine && this.socket.io.engine.transport;
+    return transport && transport.ws && transport.ws._socket;
+  }
+
   dump() {
     return {
+      transport: this.transport(),
       browser: this.index,
       modern: this.modern,
       legacy: this.legacy,
@@ -137,6 +170,12 @@ class Browser {
 
 const browsers = [];
 for (let i = 0; i < count; i++) browsers.push(new Browser(i));
+
+function charSum(text) {
+  let sum = 0;
+  for (let i = 0; i < text.length; i++) sum = (sum + text.charCodeAt(i)) % 1000000007;
+  return sum;
+}
 
 function close(code) {
   for (const b of browsers) b.socket.disconnect();
@@ -161,6 +200,14 @@ function command(cmd) {
       b.socket.emit(cmd.event, ...args);
       out({ type: 'emitted', tag });
     }
+  } else if (cmd.cmd === 'pause' || cmd.cmd === 'resume') {
+    const b = browsers[cmd.browser];
+    const tcp = b && b.tcp();
+    const tag = cmd.tag === undefined ? null : cmd.tag;
+    if (!tcp) return out({ type: 'error', tag, error: `browser ${cmd.browser} has no WebSocket` });
+    if (cmd.cmd === 'pause') tcp.pause();
+    else tcp.resume();
+    out({ type: cmd.cmd === 'pause' ? 'paused' : 'resumed', tag, browser: cmd.browser });
   } else if (cmd.cmd === 'close') {
     close(0);
   } else {

@@ -1,0 +1,163 @@
+"""Broadcasts to browsers: one WebSocket frame built once, written to every idle socket.
+
+python-socketio sends a broadcast through one asyncio task per recipient, which queues the
+packet on the socket's engine.io queue and wakes the socket's writer task, which frames and
+writes it. A server-to-client text frame is the same bytes for every recipient, so this
+module builds it once and writes it straight to each socket's transport when nothing is
+waiting in front of it on that socket: its queue is empty, its writer is not in the middle
+of a send, and its transport's buffer is below :data:`WRITE_BUFFER_LIMIT`. Every other
+recipient (polling, upgrading, busy, slow) takes python-socketio's own path, so the order of
+events on each socket is kept.
+
+A direct frame is never compressed, which is valid on a connection that negotiated
+permessage-deflate too (RFC 7692: an uncompressed message has RSV1 clear).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import engineio.async_drivers.aiohttp as engineio_aiohttp
+import socketio
+from aiohttp import web
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+# Above this many bytes waiting in a socket's transport, its events are queued instead.
+WRITE_BUFFER_LIMIT = 64 * 1024
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, final, uncompressed WebSocket text frame (RFC 6455, section 5.2)."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
+    """python-engineio's aiohttp WebSocket, with permessage-deflate as a setting and the
+    state the direct path needs: its transport and whether a send is in progress."""
+
+    compress: ClassVar[bool] = False
+    sockets: ClassVar[dict[str, WebSocket]] = {}  # one per server: :func:`websocket_class`
+
+    def __init__(self, handler: Any, server: Any) -> None:
+        super().__init__(handler, server)
+        self.sending = 0
+        self.transport: Any = None
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=self.compress
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
+        self.transport = request.transport
+        eio_sid = self.handler.__self__.sid
+        self.sockets[eio_sid] = self
+        try:
+            await self.handler(self)
+        finally:
+            if self.sockets.get(eio_sid) is self:
+                del self.sockets[eio_sid]
+        return self._sock
+
+    async def send(self, message: str | bytes) -> None:
+        self.sending += 1
+        try:
+            await super().send(message)
+        finally:
+            self.sending -= 1
+
+
+def websocket_class(*, compress: bool) -> type[WebSocket]:
+    """A :class:`WebSocket` class of its own for one server: its settings, its sockets."""
+    return type("WebSocket", (WebSocket,), {"compress": compress, "sockets": {}})
+
+
+class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
+    """python-socketio's manager, with broadcasts written directly where they can be.
+
+    ``count(direct, queued)`` is told, per emit, how many recipients took each path.
+    """
+
+    def __init__(
+        self,
+        websockets: dict[str, WebSocket],
+        *,
+        direct: bool,
+        count: Callable[[int, int], None] = lambda direct, queued: None,
+    ) -> None:
+        super().__init__()
+        self._websockets = websockets
+        self._direct = direct
+        self._count = count
+
+    async def emit(  # type: ignore[no-untyped-def]
+        self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs
+    ):
+        room = to or room
+        if not self._direct or callback is not None or namespace not in self.rooms:
+            return await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+        if isinstance(data, tuple):
+            data = list(data)
+        elif data is not None:
+            data = [data]
+        else:
+            data = []
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *data]
+        ).encode()
+        if isinstance(encoded, list):  # binary attachments: several engine.io packets
+            return await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        frame = text_frame(b"4" + encoded.encode())  # "4": an engine.io MESSAGE
+        queued: list[str] = []
+        direct = 0
+        engine_sockets = self.server.eio.sockets
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            websocket = self._websockets.get(eio_sid)
+            engine_socket = engine_sockets.get(eio_sid)
+            if (
+                websocket is not None
+                and engine_socket is not None
+                and _idle(websocket, engine_socket)
+            ):
+                websocket.transport.write(frame)
+                direct += 1
+            else:
+                queued.append(eio_sid)
+        if queued:
+            message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+            for eio_sid in queued:
+                await self.server._send_eio_packet(eio_sid, message)
+        self._count(direct, len(queued))
+
+
+def _idle(websocket: WebSocket, engine_socket: Any) -> bool:
+    """Whether a frame written now is the next thing this browser receives."""
+    transport = websocket.transport
+    return bool(
+        engine_socket.upgraded
+        and not engine_socket.closing
+        and not engine_socket.closed
+        and engine_socket.queue.empty()
+        and not websocket.sending
+        and transport is not None
+        and not transport.is_closing()
+        and transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT
+    )

@@ -1,0 +1,111 @@
+"""Broadcasts reach every kind of browser once and in order: the direct path (one frame
+built once, written straight to each idle WebSocket) and python-socketio's queued path
+(polling, upgrading or busy browsers), mixed on the same sockets, with and without
+permessage-deflate negotiated."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from .conftest import Backend, Browsers, BrowsersFactory, EnricherFactory
+
+pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
+
+# Payload sizes in turn: WebSocket frames with all three length encodings (7-bit, 16-bit,
+# 64-bit), and characters beyond ASCII so a frame's length must count bytes.
+SIZES = [10, 300, 2_000, 70_000]
+KINDS = {
+    "websocket": ["--transports", "websocket"],
+    "websocket without deflate": ["--transports", "websocket", "--no-deflate"],
+    "polling": ["--transports", "polling"],
+    "polling, then the upgrade": [],
+}
+PER_KIND = 3
+
+
+async def deliveries(admin_url: str) -> dict[str, float]:
+    """``enricher_deliveries_total`` by path, from the admin address."""
+    async with aiohttp.ClientSession() as session, session.get(admin_url + "/metrics") as resp:
+        text = await resp.text()
+    found = {"direct": 0.0, "queued": 0.0}
+    for line in text.splitlines():
+        for path in found:
+            if line.startswith(f'enricher_deliveries_total{{path="{path}"}}'):
+                found[path] = float(line.split()[-1])
+    return found
+
+
+def assert_in_order(group: Browsers, browser: int, count: int) -> None:
+    seqs = group.seqs(browser)
+    assert [s["n"] for s in seqs] == list(range(count)), f"browser {browser}"
+    assert all(s["ok"] for s in seqs), f"browser {browser}: a payload arrived damaged"
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["compression off", "compression on"])
+async def test_every_kind_of_browser_gets_every_broadcast_once_in_order(
+    backend: Backend,
+    make_enricher: EnricherFactory,
+    browsers: BrowsersFactory,
+    compression: bool,
+) -> None:
+    proxy = await make_enricher(backend, ENRICHER_WEBSOCKET__COMPRESSION=str(compression).lower())
+    groups = {
+        kind: await browsers(
+            proxy.public_url, PER_KIND, context=[backend.child, proxy.child], flags=flags
+        )
+        for kind, flags in KINDS.items()
+    }
+    # permessage-deflate is negotiated only when the setting is on and the browser offers it.
+    for kind, group in groups.items():
+        for browser in await group.dump():
+            offered = (
+                browser["transport"]["name"] == "websocket" and "--no-deflate" not in KINDS[kind]
+            )
+            negotiated = "permessage-deflate" in browser["transport"]["extensions"]
+            assert negotiated == (compression and offered), (kind, browser["transport"])
+
+    count = 200
+    await backend.burst(count, SIZES)
+    for group in groups.values():
+        await group.wait_seqs(count)
+    for group in groups.values():
+        for browser in range(PER_KIND):
+            assert_in_order(group, browser, count)
+
+    paths = await deliveries(proxy.admin_url)
+    assert paths["direct"] + paths["queued"] == count * PER_KIND * len(KINDS)
+    assert paths["direct"] >= count * PER_KIND  # the idle WebSockets, at least
+    assert paths["queued"] >= count * PER_KIND  # the polling browsers, at least
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["compression off", "compression on"])
+async def test_a_browser_that_stops_reading_does_not_hold_up_the_others(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory, compression: bool
+) -> None:
+    # With compression, the browser's backlog drains while its large frames are compressed
+    # off the event loop: a time its queue is empty and its transport's buffer is not full.
+    proxy = await make_enricher(backend, ENRICHER_WEBSOCKET__COMPRESSION=str(compression).lower())
+    group = await browsers(
+        proxy.public_url,
+        4,
+        context=[backend.child, proxy.child],
+        flags=["--transports", "websocket"],
+    )
+    await group.pause(0)
+    # 15 MB: far more than the stalled browser's TCP buffers hold, so its events back up
+    # in enricher and must go the queued way, behind what is already waiting for it.
+    count = 150
+    await backend.burst(count, [100_000])
+    await group.wait_seqs(count, browsers=[1, 2, 3])
+    stalled = len(group.seqs(0))
+    assert stalled < count, "the paused browser read everything: the test did not stall it"
+    paths = await deliveries(proxy.admin_url)
+    assert paths["queued"] >= count - stalled
+
+    # More events while its backlog drains: they must queue behind it, not overtake it.
+    await group.pause(0, resume=True)
+    await backend.burst(count, [100_000], start=count)
+    await group.wait_seqs(2 * count)
+    for browser in range(4):
+        assert_in_order(group, browser, 2 * count)
