@@ -15,6 +15,7 @@ id reaches browsers at most once per event name.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -217,7 +218,8 @@ class Join:
         self.snapshots_sent: TTLCache[str, SnapshotSent] = TTLCache(
             limits.max_known_rooms, limits.known_room_ttl, timer=self._clock
         )
-        self.early_messages: TTLCache[str, list[Message]] = TTLCache(
+        # Messages of rooms without a snapshot, with their arrival times (see _remember_early).
+        self.early_messages: TTLCache[str, deque[tuple[float, Message]]] = TTLCache(
             limits.max_known_rooms, limits.early_message_ttl, timer=self._clock
         )
         self.message_ids: dict[str, TTLCache[str, bool]] = {
@@ -351,7 +353,7 @@ class Join:
             room=room,
             seen_at=now,
             deadline=now + self.limits.hold_timeout,
-            forwarded=self.early_messages.pop(room_id, []),
+            forwarded=self._early(room_id, now),
         )
         self.pending_rooms[room_id] = pending
         heapq.heappush(self._timers, (pending.deadline, room_id))
@@ -416,11 +418,26 @@ class Join:
             pending.forwarded.append(message)
             actions.extend(self._send_if_known(message.room_id, pending, self._now))
         elif sent is None:
-            # Perhaps its new_room is still on the way: remember it was forwarded.
-            early = self.early_messages.get(message.room_id) or []
-            early.append(message)
-            self.early_messages[message.room_id] = early[-self.limits.max_early_messages_per_room :]
+            self._remember_early(message)
         return actions
+
+    def _remember_early(self, message: Message) -> None:
+        """Remember a forwarded message of a room without a snapshot, for
+        ``early_message_ttl``: perhaps its ``new_room`` is still on the way. Most such rooms
+        are simply older than the proxy, so each keeps only its latest messages."""
+        early = self.early_messages.get(message.room_id)
+        if early is None:
+            early = deque(maxlen=self.limits.max_early_messages_per_room)
+        oldest = self._now - self.limits.early_message_ttl
+        while early and early[0][0] <= oldest:
+            early.popleft()
+        early.append((self._now, message))
+        self.early_messages[message.room_id] = early
+
+    def _early(self, room_id: str, now: float) -> list[Message]:
+        """The early messages of a room that has just arrived, younger than the TTL."""
+        oldest = now - self.limits.early_message_ttl
+        return [m for at, m in self.early_messages.pop(room_id, ()) if at > oldest]
 
     # -- the snapshot -------------------------------------------------------------------
 

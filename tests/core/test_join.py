@@ -264,3 +264,18 @@ def test_held_rooms_are_bounded() -> None:
     assert len(join.pending_rooms) == 2
     assert [s["enrichment_reason"] for s in sent] == ["capacity"] * 3
     assert len(emitted(join.flush(0.1, "shutdown"), "new_room_complete")) == 2
+
+
+def test_a_busy_room_older_than_the_proxy_keeps_only_its_recent_messages() -> None:
+    """Messages of rooms without a snapshot are kept early_message_ttl in case their
+    new_room is late; a room that is simply older than the proxy must not pile them up."""
+    limits = JoinLimits(early_message_ttl=30.0)
+    join = Join(limits=limits)
+    backend = Backend()
+    backend.add_room("r1", "6281", None)
+    for second in range(600):  # 10 minutes, one message a second
+        join.upstream_event("new_message", (backend.save_message("r1", f"m{second}"),), second)
+        assert len(join.early_messages["r1"]) <= 30
+    held = join.upstream_event("new_room", (backend.rooms["r1"].new_room_payload(),), 600.0)
+    notes = [a for a in held if not isinstance(a, (Emit, Fetch))]
+    assert notes[-1].fields["early_messages"] == 29  # those of the last 30 s: 571 .. 599
