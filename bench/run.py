@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import linecache
 import math
 import os
 import platform
@@ -395,6 +396,7 @@ class Options:
     warmup: float
     room_rate: float
     client_procs: int
+    client_nice: int
     deflate: bool
     abort_ms: float
     rest_shape: str
@@ -481,6 +483,8 @@ class Stack:
             ]
             if not self.opts.deflate:
                 argv.append("--no-deflate")
+            if self.opts.client_nice:
+                argv = ["nice", "-n", str(self.opts.client_nice), *argv]
             child = await spawn(f"clients.js#{i}", argv, stdin=True)
             child.listeners.append(self._on_client_line)
             self.clients.append(child)
@@ -525,7 +529,13 @@ def scrape(admin_url: str) -> Json:
         text = http_text(admin_url + "/metrics")
     except Exception as exc:
         return {"error": str(exc)}
-    out: Json = {"snapshots": {}, "state_entries": {}, "duplicates_suppressed": 0.0}
+    out: Json = {
+        "snapshots": {},
+        "state_entries": {},
+        "duplicates_suppressed": 0.0,
+        "deliveries": {},
+        "emit_seconds": {},
+    }
     for line in text.splitlines():
         if line.startswith("enricher_snapshots_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
@@ -538,6 +548,14 @@ def scrape(admin_url: str) -> Json:
             out["state_entries"][labels.get("table", "?")] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("enricher_duplicates_suppressed_total{"):
             out["duplicates_suppressed"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(("enricher_emit_duration_seconds_sum{", "enricher_emit_duration_seconds_count{")):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            kind = "sum" if "_sum{" in line else "count"
+            slot = out["emit_seconds"].setdefault(labels.get("event", "?"), {})
+            slot[kind] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("enricher_deliveries_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            out["deliveries"][labels.get("path", "?")] = float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -874,7 +892,7 @@ def _group(frames: list[str], leaf_pkg: str) -> str:
     text = ";".join(frames)
     if "compression_utils" in text or "ZLibCompressor" in text:
         return "permessage-deflate (zlib, once per browser)"
-    if "_SelectorSocketTransport.write" in text or "sock_send" in text:
+    if "_SelectorSocketTransport.write" in text or "sock_send" in text or _writes(frames[-1]):
         return "socket writes (send syscalls)"
     if re.search(
         r"\((json|orjson)/|/json/|encoder\.py|decoder\.py|packet\.py", text
@@ -889,6 +907,16 @@ def _group(frames: list[str], leaf_pkg: str) -> str:
         "structlog": "logging",
         "prometheus_client": "metrics",
     }.get(leaf_pkg, "other")
+
+
+def _writes(frame: str) -> bool:
+    """Whether a frame is a line of enricher that writes to a transport (uvloop's write is
+    C code, so py-spy shows its time on the calling line)."""
+    m = re.match(r".*? \((.*?):(\d+)\)$", frame.strip())
+    if not m or "enricher/" not in m.group(1):
+        return False
+    path = m.group(1) if m.group(1).startswith("/") else str(REPO / m.group(1))
+    return "transport.write(" in linecache.getline(path, int(m.group(2)))
 
 
 def _frame_name(frame: str) -> str:
@@ -1141,23 +1169,24 @@ def targets(full: Json | None, soak_res: Json | None) -> list[tuple[str, str, st
                     limit = TARGET_ADDED_P50 if q == "p50" else TARGET_ADDED_P99
                     rows.append((f"added latency {q} ≤ {limit:g} ms at {n}×{r}", why, "FAIL", ""))
             else:
-                a50, a99 = ep50 - np50, ep99 - np99
-                rows.append(
-                    (
-                        f"added latency p50 ≤ {TARGET_ADDED_P50:g} ms at {n}×{r}",
-                        f"{a50:+.1f} ms (enricher {ep50:.1f} vs Node {np50:.1f})",
-                        "PASS" if a50 <= TARGET_ADDED_P50 else "FAIL",
-                        "",
+                for q, limit in (("p50", TARGET_ADDED_P50), ("p99", TARGET_ADDED_P99)):
+                    eq, nq = e["latency_ms"][q], nd["latency_ms"][q]
+                    # From the schedule too: a busy Node backend emits (and stamps) late.
+                    es = e["latency_from_schedule_ms"].get(q)
+                    ns_ = nd["latency_from_schedule_ms"].get(q)
+                    sched = (
+                        f"; from the schedule {es - ns_:+.1f} ms ({es:.1f} vs {ns_:.1f})"
+                        if es is not None and ns_ is not None
+                        else ""
                     )
-                )
-                rows.append(
-                    (
-                        f"added latency p99 ≤ {TARGET_ADDED_P99:g} ms at {n}×{r}",
-                        f"{a99:+.1f} ms (enricher {ep99:.1f} vs Node {np99:.1f})",
-                        "PASS" if a99 <= TARGET_ADDED_P99 else "FAIL",
-                        "",
+                    rows.append(
+                        (
+                            f"added latency {q} ≤ {limit:g} ms at {n}×{r}",
+                            f"{eq - nq:+.1f} ms (enricher {eq:.1f} vs Node {nq:.1f}){sched}",
+                            "PASS" if eq - nq <= limit else "FAIL",
+                            "",
+                        )
                     )
-                )
         else:
             rows.append((f"added latency at {n}×{r}", "point not run", "NOT RUN", ""))
         ratios = []
@@ -1277,14 +1306,16 @@ def _points_tables(
     if not explain:
         w(
             f"{o['warmup']:g} s warm-up, {o['duration']:g} s measured; clients offer "
-            f"permessage-deflate: {'yes' if o['deflate'] else 'no'}; columns as above."
+            f"permessage-deflate: {'yes' if o['deflate'] else 'no'}; client processes at "
+            f"niceness {o.get('client_nice', 0)}; columns as above."
         )
         w("")
     if explain:
         w(
             f"{o['warmup']:g} s warm-up then {o['duration']:g} s measured per side and point, fresh "
             f"processes for each, the direct side first; new rooms at {o['room_rate']:g}/s throughout; "
-            f"clients offer permessage-deflate: {'yes' if o['deflate'] else 'no'}. Latencies in ms "
+            f"clients offer permessage-deflate: {'yes' if o['deflate'] else 'no'}; client "
+            f"processes at niceness {o.get('client_nice', 0)}. Latencies in ms "
             f"over every (message, browser) delivery, backend emit (`bench_t`) → browser receive; "
             f"*from schedule*: from when the backend's timer wanted the message out (`bench_due`), "
             f"which also counts a busy backend emitting late. *Deliveries/s*: stream messages "
@@ -1358,14 +1389,17 @@ def _points_tables(
             "or the backend on the direct side), the backend behind enricher, the load generator "
             "(all client processes), and everything else on the machine (*other*: processes "
             "outside the benchmark; this machine is shared, so it is shown). RSS per browser: "
-            "(server RSS with N idle browsers − with none) / N, before any traffic."
+            "(server RSS with N idle browsers − with none) / N, before any traffic. *Direct*: "
+            "the share of enricher's deliveries written straight to an idle WebSocket (the rest "
+            "queued behind a backlog), from `enricher_deliveries_total`."
         )
         w("")
     w(
         "| N | msg/s | side | server CPU | backend CPU | clients CPU | other CPU | machine busy "
-        "| server RSS peak MiB | RSS/browser KiB | clients' loop delay p99 ms | backend timer lag p99 ms |"
+        "| server RSS peak MiB | RSS/browser KiB | clients' loop delay p99 ms | backend timer lag p99 ms "
+        "| direct |"
     )
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in data["points"]:
         res = p.get("resources", {})
         cpu = res.get("cpu_pct", {})
@@ -1378,9 +1412,15 @@ def _points_tables(
             f"{fmt(rss_mib / 1024 if rss_mib else None, '.0f')} | "
             f"{fmt(p.get('rss_per_browser_kib'), '.1f')} | "
             f"{fmt(p.get('clients_loop_delay_p99_ms'), '.0f')} | "
-            f"{fmt(p['backend']['schedule_lag_ms'].get('p99'), '.0f')} |"
+            f"{fmt(p['backend']['schedule_lag_ms'].get('p99'), '.0f')} | {_direct_share(p)} |"
         )
     w("")
+
+
+def _direct_share(p: Json) -> str:
+    paths = p.get("enricher_metrics", {}).get("deliveries") or {}
+    total = sum(paths.values())
+    return f"{100 * paths.get('direct', 0) / total:.0f} %" if total else "–"
 
 
 def _soak_section(
@@ -1393,6 +1433,13 @@ def _soak_section(
         f"{p['room_rate']:g}/s, {soak_res['churn']:g} room joins+leaves/s, {p['duration_s'] / 60:.0f} min"
     )
     w("")
+    if soak_res.get("state_ttl_s"):
+        w(
+            f"enricher ran with `state.known_room_ttl` and `state.message_id_ttl` at "
+            f"{soak_res['state_ttl_s']:g} s (defaults 3600 s and 600 s), so its tables reach "
+            "their steady size within the run and the second half shows what else grows."
+        )
+        w("")
     d = p["delivery"]
     w(
         f"Deliveries {d['received']:,}, lost {d['lost']}, duplicated {d['duplicated']}; latency "
@@ -1612,6 +1659,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Node processes the browsers are spread over (default: max(2, nproc))",
     )
     p.add_argument(
+        "--client-nice",
+        type=int,
+        default=10,
+        help="niceness of the client processes (default 10: on a machine shared with the load "
+        "generator, the server under test gets the CPU it asks for first, as it would on a "
+        "machine of its own; 0: equal shares)",
+    )
+    p.add_argument(
         "--no-deflate", action="store_true", help="clients do not offer permessage-deflate"
     )
     p.add_argument(
@@ -1656,6 +1711,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--soak-duration", type=float, default=600.0)
     p.add_argument("--soak-sample", type=float, default=10.0)
     p.add_argument("--soak-churn", type=float, default=10.0, help="room joins+leaves per second")
+    p.add_argument(
+        "--soak-ttl",
+        type=float,
+        default=120.0,
+        help="enricher's state.known_room_ttl and state.message_id_ttl in the soak "
+        "(default 120 s; 0: enricher's own defaults, 3600 s and 600 s)",
+    )
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
     p.add_argument(
         "--save-as",
@@ -1698,6 +1760,15 @@ async def amain(args: argparse.Namespace) -> int:
     elif args.soak:
         duration, warmup = args.soak_duration, args.warmup or 2.0
         ns, rates = [args.soak_n], [args.soak_rate]
+        if args.soak_ttl:
+            # The state tables reach their steady size within the soak, so that what grows
+            # in its second half is a leak and not a table filling up by design.
+            ttl = f"{args.soak_ttl:g}"
+            env = {
+                "ENRICHER_STATE__KNOWN_ROOM_TTL": ttl,
+                "ENRICHER_STATE__MESSAGE_ID_TTL": ttl,
+                **env,
+            }
     else:
         ns, rates = args.n or [200, 1000, 2000], args.rates or [10.0, 100.0, 200.0]
         duration, warmup = args.duration or 15.0, args.warmup or 3.0
@@ -1706,6 +1777,7 @@ async def amain(args: argparse.Namespace) -> int:
         warmup=warmup,
         room_rate=args.room_rate,
         client_procs=args.client_procs,
+        client_nice=args.client_nice,
         deflate=not args.no_deflate,
         abort_ms=args.abort_ms,
         rest_shape=args.rest_shape,
@@ -1724,6 +1796,7 @@ async def amain(args: argparse.Namespace) -> int:
         data = info | {
             "point": point,
             "churn": args.soak_churn,
+            "state_ttl_s": args.soak_ttl or None,
             "elapsed_s": time.monotonic() - t_begin,
         }
         default_soak = args.soak_duration >= 600 and not args.enricher_env and not args.no_deflate
