@@ -94,6 +94,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             socketio_path=settings.socketio_path,
             compression=settings.websocket.compression,
             direct_broadcast=settings.websocket.direct_broadcast,
+            max_queued_events=settings.websocket.max_queued_events,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         public, public_port = await _site(downstream.app, settings.listen)

@@ -88,6 +88,7 @@ class StateSettings(_Section):
 class WebSocketSettings(_Section):
     compression: bool = False
     direct_broadcast: bool = True
+    max_queued_events: Annotated[int, Field(ge=1)] = 1000
 
 
 class LogSettings(_Section):

@@ -108,6 +108,7 @@ class Downstream:
         socketio_path: str = "socket.io",
         compression: bool = False,
         direct_broadcast: bool = True,
+        max_queued_events: int = 1000,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -119,7 +120,11 @@ class Downstream:
         self.sio = _Server(
             async_mode="aiohttp",
             client_manager=BroadcastManager(
-                websocket.sockets, direct=direct_broadcast, count=metrics.delivered
+                websocket.sockets,
+                direct=direct_broadcast,
+                max_queued=max_queued_events,
+                count=metrics.delivered,
+                dropped=metrics.browsers_dropped.labels("backlog").inc,
             ),
             json=jsonwire,
             cors_allowed_origins=cors_origins,

@@ -11,6 +11,10 @@ events on each socket is kept.
 
 A direct frame is never compressed, which is valid on a connection that negotiated
 permessage-deflate too (RFC 7692: an uncompressed message has RSV1 clear).
+
+A browser that stops reading (a stalled network, a frozen tab) gets its events queued;
+once ``max_queued`` of them wait, it is dropped: its connection is cut, its queue freed,
+and socket.io-client reconnects by itself when it can. Nobody else waits for it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from typing import Any, ClassVar
 
 import engineio.async_drivers.aiohttp as engineio_aiohttp
 import socketio
+import structlog
 from aiohttp import web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+
+log = structlog.get_logger("enricher.downstream")
 
 # Above this many bytes waiting in a socket's transport, its events are queued instead.
 WRITE_BUFFER_LIMIT = 64 * 1024
@@ -84,9 +91,11 @@ def websocket_class(*, compress: bool) -> type[WebSocket]:
 
 
 class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
-    """python-socketio's manager, with broadcasts written directly where they can be.
+    """python-socketio's manager, with broadcasts written directly where they can be and
+    each browser's queue bounded.
 
-    ``count(direct, queued)`` is told, per emit, how many recipients took each path.
+    ``count(direct, queued)`` is told, per emit, how many recipients took each path;
+    ``dropped()``, of each browser dropped for its backlog.
     """
 
     def __init__(
@@ -94,18 +103,22 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         websockets: dict[str, WebSocket],
         *,
         direct: bool,
+        max_queued: int = 1000,
         count: Callable[[int, int], None] = lambda direct, queued: None,
+        dropped: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__()
         self._websockets = websockets
         self._direct = direct
+        self._max_queued = max_queued
         self._count = count
+        self._dropped = dropped
 
     async def emit(  # type: ignore[no-untyped-def]
         self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs
     ):
         room = to or room
-        if not self._direct or callback is not None or namespace not in self.rooms:
+        if callback is not None or namespace not in self.rooms:
             return await super().emit(
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
             )
@@ -124,7 +137,7 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             )
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         frame = text_frame(b"4" + encoded.encode())  # "4": an engine.io MESSAGE
-        queued: list[str] = []
+        queued: list[tuple[str, str]] = []
         direct = 0
         engine_sockets = self.server.eio.sockets
         for sid, eio_sid in self.get_participants(namespace, room):
@@ -133,19 +146,39 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             websocket = self._websockets.get(eio_sid)
             engine_socket = engine_sockets.get(eio_sid)
             if (
-                websocket is not None
+                self._direct
+                and websocket is not None
                 and engine_socket is not None
                 and _idle(websocket, engine_socket)
             ):
                 websocket.transport.write(frame)
                 direct += 1
             else:
-                queued.append(eio_sid)
+                queued.append((sid, eio_sid))
         if queued:
             message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-            for eio_sid in queued:
-                await self.server._send_eio_packet(eio_sid, message)
+            for sid, eio_sid in queued:
+                engine_socket = engine_sockets.get(eio_sid)
+                if engine_socket is not None and engine_socket.queue.qsize() >= self._max_queued:
+                    await self._drop(sid, eio_sid, engine_socket)
+                else:
+                    await self.server._send_eio_packet(eio_sid, message)
         self._count(direct, len(queued))
+
+    async def _drop(self, sid: str, eio_sid: str, engine_socket: Any) -> None:
+        """Cut a browser whose backlog reached the limit; it reconnects when it can."""
+        if engine_socket.closing or engine_socket.closed:
+            return
+        log.warning(
+            "browser_dropped", reason="backlog", queued=engine_socket.queue.qsize(), sid=sid
+        )
+        self._dropped()
+        websocket = self._websockets.get(eio_sid)
+        if websocket is not None and websocket.transport is not None:
+            websocket.transport.abort()  # what is buffered for it goes too
+        await engine_socket.close(
+            wait=False, abort=True, reason=self.server.eio.reason.SERVER_DISCONNECT
+        )
 
 
 def _idle(websocket: WebSocket, engine_socket: Any) -> bool:

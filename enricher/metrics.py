@@ -177,6 +177,13 @@ class Metrics:
             ["path"],
             registry=registry,
         )
+        self.browsers_dropped = Counter(
+            "enricher_browsers_dropped",
+            "Browsers disconnected by enricher, by reason: 'backlog' (it stopped reading and "
+            "websocket.max_queued_events events waited for it).",
+            ["reason"],
+            registry=registry,
+        )
         self._direct = self.deliveries.labels("direct")
         self._queued = self.deliveries.labels("queued")
 

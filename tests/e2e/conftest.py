@@ -239,10 +239,12 @@ class Backend:
     async def emit(self, event: str, *args: Any) -> None:
         await self._call("POST", "/_control/emit", {"event": event, "args": list(args)})
 
-    async def burst(self, count: int, sizes: list[int], start: int = 0) -> None:
-        """``count`` ``test:seq`` events {n, pad, sum} in one tick, n from ``start``, pads of
-        ``sizes`` in turn."""
-        body = {"count": count, "sizes": sizes, "start": start}
+    async def burst(
+        self, count: int, sizes: list[int], start: int = 0, interval_ms: float = 0
+    ) -> None:
+        """``count`` ``test:seq`` events {n, pad, sum}, n from ``start``, pads of ``sizes`` in
+        turn: in one tick, or ``interval_ms`` apart (answered after the last one)."""
+        body = {"count": count, "sizes": sizes, "start": start, "interval_ms": interval_ms}
         await self._call("POST", "/_control/burst", body)
 
     async def config(self, **knobs: Any) -> Json:

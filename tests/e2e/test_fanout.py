@@ -24,10 +24,14 @@ KINDS = {
 PER_KIND = 3
 
 
+async def metrics_text(admin_url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(admin_url + "/metrics") as resp:
+        return await resp.text()
+
+
 async def deliveries(admin_url: str) -> dict[str, float]:
     """``enricher_deliveries_total`` by path, from the admin address."""
-    async with aiohttp.ClientSession() as session, session.get(admin_url + "/metrics") as resp:
-        text = await resp.text()
+    text = await metrics_text(admin_url)
     found = {"direct": 0.0, "queued": 0.0}
     for line in text.splitlines():
         for path in found:
@@ -42,14 +46,23 @@ def assert_in_order(group: Browsers, browser: int, count: int) -> None:
     assert all(s["ok"] for s in seqs), f"browser {browser}: a payload arrived damaged"
 
 
-@pytest.mark.parametrize("compression", [False, True], ids=["compression off", "compression on"])
+@pytest.mark.parametrize(
+    ("compression", "direct"),
+    [(False, True), (True, True), (False, False)],
+    ids=["compression off", "compression on", "direct broadcast off"],
+)
 async def test_every_kind_of_browser_gets_every_broadcast_once_in_order(
     backend: Backend,
     make_enricher: EnricherFactory,
     browsers: BrowsersFactory,
     compression: bool,
+    direct: bool,
 ) -> None:
-    proxy = await make_enricher(backend, ENRICHER_WEBSOCKET__COMPRESSION=str(compression).lower())
+    proxy = await make_enricher(
+        backend,
+        ENRICHER_WEBSOCKET__COMPRESSION=str(compression).lower(),
+        ENRICHER_WEBSOCKET__DIRECT_BROADCAST=str(direct).lower(),
+    )
     groups = {
         kind: await browsers(
             proxy.public_url, PER_KIND, context=[backend.child, proxy.child], flags=flags
@@ -75,8 +88,11 @@ async def test_every_kind_of_browser_gets_every_broadcast_once_in_order(
 
     paths = await deliveries(proxy.admin_url)
     assert paths["direct"] + paths["queued"] == count * PER_KIND * len(KINDS)
-    assert paths["direct"] >= count * PER_KIND  # the idle WebSockets, at least
-    assert paths["queued"] >= count * PER_KIND  # the polling browsers, at least
+    if direct:
+        assert paths["direct"] >= count * PER_KIND  # the idle WebSockets, at least
+        assert paths["queued"] >= count * PER_KIND  # the polling browsers, at least
+    else:
+        assert paths["direct"] == 0
 
 
 @pytest.mark.parametrize("compression", [False, True], ids=["compression off", "compression on"])
@@ -109,3 +125,39 @@ async def test_a_browser_that_stops_reading_does_not_hold_up_the_others(
     await group.wait_seqs(2 * count)
     for browser in range(4):
         assert_in_order(group, browser, 2 * count)
+
+
+async def test_a_browser_that_never_reads_again_is_dropped_and_comes_back(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    proxy = await make_enricher(backend, ENRICHER_WEBSOCKET__MAX_QUEUED_EVENTS="20")
+    group = await browsers(
+        proxy.public_url,
+        3,
+        context=[backend.child, proxy.child],
+        flags=["--transports", "websocket"],
+    )
+    await group.pause(0)
+    # 15 MB, 20 ms apart: far more than its TCP buffers hold, and a pace the others keep up
+    # with (a browser 20 events behind is dropped, reading or not).
+    count = 150
+    await backend.burst(count, [100_000], interval_ms=20)
+    dropped = await proxy.wait_log("browser_dropped")
+    assert dropped["reason"] == "backlog" and dropped["queued"] == 20
+    await group.wait_seqs(count, browsers=[1, 2])
+    for browser in (1, 2):
+        assert_in_order(group, browser, count)
+    text = await metrics_text(proxy.admin_url)
+    assert 'enricher_browsers_dropped_total{reason="backlog"} 1.0' in text
+
+    # Once it reads again it finds its connection closed, and socket.io-client reconnects.
+    await group.pause(0, resume=True)
+    await group.wait_until(
+        lambda: any(c["browser"] == 0 and c["connects"] == 2 for c in group.connected_lines()),
+        "browser 0 to reconnect",
+    )
+    got = len(group.seqs(0))
+    assert got < count  # what was queued for it went with the connection
+    await backend.burst(5, [10], start=count)
+    await group.wait_until(lambda: len(group.seqs(0)) >= got + 5, "browser 0 to get new events")
+    assert [s["n"] for s in group.seqs(0)][-5:] == list(range(count, count + 5))

@@ -384,14 +384,16 @@ async function handle(req, res) {
     return send(res, 200, { ok: true });
   }
   if (method === 'POST' && path === '/_control/burst') {
-    // `count` events in one tick, {n, pad, sum} with n from `start`: pad of sizes[n % sizes.length] characters
+    // `count` events in one tick (or `interval_ms` apart), {n, pad, sum} with n from `start`: pad of sizes[n % sizes.length] characters
     // (some of them beyond ASCII), sum of its char codes, for the browsers to check.
     const body = await readJson(req);
     const count = Number(body.count) || 0;
     const start = Number(body.start) || 0;
     const sizes = Array.isArray(body.sizes) && body.sizes.length ? body.sizes : [16];
     const event = typeof body.event === 'string' ? body.event : 'test:seq';
+    const interval = Number(body.interval_ms) || 0;
     for (let n = start; n < start + count; n++) {
+      if (interval > 0 && n > start) await sleep(interval);
       const pad = burstPad(n, Number(sizes[n % sizes.length]));
       io.emit(event, { n, pad, sum: charSum(pad) });
     }
