@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .backend import RoomFetcher
 from .config import Settings, split_address
-from .downstream import Downstream
+from .downstream import RESYNC, Downstream
 from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
@@ -76,8 +76,16 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         downstream: Downstream
         driver: JoinDriver
 
+        connections = 0
+
         async def on_connected() -> None:
+            nonlocal connections
+            connections += 1
             await downstream.rejoin_rooms()
+            if connections > 1:
+                # What the backend emitted meanwhile is lost: frontends may refetch.
+                driver.announce(RESYNC, {"reason": "upstream_reconnected"})
+                metrics.resyncs.labels("upstream_reconnected").inc()
 
         upstream = Upstream(
             settings.upstream,

@@ -26,6 +26,7 @@ from .upstream import UpstreamUnavailable, as_socketio_data
 
 log = structlog.get_logger("enricher.downstream")
 
+RESYNC = "enricher:resync"  # to every browser: events may have been missed, refetch
 ROOM_JOIN = "room:join"
 ROOM_LEAVE = "room:leave"
 

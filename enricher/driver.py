@@ -61,6 +61,10 @@ class JoinDriver:
             actions = [Emit(event, args)]
         self._carry_out(actions)
 
+    def announce(self, event: str, payload: dict[str, Any]) -> None:
+        """Send an event of enricher's own to every browser, in order with the join's."""
+        self._emits.put_nowait(Emit(event, (payload,)))
+
     async def run(self) -> None:
         """Send the join's emits, in order, until cancelled."""
         while True:

@@ -25,6 +25,7 @@ KNOWN_EVENTS = frozenset(
         "room:join",
         "room:leave",
         "rest_room",
+        "enricher:resync",
     }
 )
 SNAPSHOT_REASONS = frozenset(
@@ -175,6 +176,13 @@ class Metrics:
             "Events handed to browsers, one per browser, by path: 'direct' (the frame written "
             "straight to an idle WebSocket) or 'queued' (python-socketio's per-socket queue).",
             ["path"],
+            registry=registry,
+        )
+        self.resyncs = Counter(
+            "enricher_resyncs",
+            "enricher:resync events sent to every browser, by reason ('upstream_reconnected': "
+            "the backend connection came back, events in between are lost).",
+            ["reason"],
             registry=registry,
         )
         self.browsers_dropped = Counter(

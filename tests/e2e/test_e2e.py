@@ -468,6 +468,8 @@ async def test_upstream_kick_reconnects(
     await backend.wait_connections(2, timeout=15)
     await wait_ready(proxy, True, start)
 
+    # Browsers are told that events may have been missed, once.
+    await group.wait_all("enricher:resync", args=[{"reason": "upstream_reconnected"}])
     second = await backend.customer("6281900000002", "Sesudah Kick", "sesudah")
     again = await backend.customer("6281900000001", "Sebelum Kick", "lagi")
     dump = await settle(backend, group, [second["room_id"]])
@@ -475,6 +477,7 @@ async def test_upstream_kick_reconnects(
     await sidebar_check(backend, dump)
     await check_messages_unchanged(backend, group)
     assert_stayed_connected(group)
+    assert len(group.events("enricher:resync")) == N  # one each: none for the first connection
 
 
 async def test_backend_restart(
