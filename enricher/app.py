@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from .backend import RoomFetcher
+from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings, split_address
 from .downstream import RESYNC, Downstream
 from .driver import JoinDriver
@@ -60,7 +61,11 @@ async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]
 async def running(settings: Settings) -> AsyncIterator[Running]:
     """Start the proxy; on exit, send every held room and stop cleanly."""
     metrics = Metrics()
-    join = Join(limits=settings.join_limits(), new_room_mode=settings.new_room_mode)
+    join = Join(
+        limits=settings.join_limits(),
+        new_room_mode=settings.new_room_mode,
+        jitter=random.random,
+    )
     metrics.watch_sizes(join.sizes)
     metrics.rooms_held.set_function(lambda: len(join.pending_rooms))
     async with aiohttp.ClientSession() as session:
@@ -71,8 +76,10 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_in_flight=settings.rest.max_in_flight,
             headers=settings.rest.headers,
             observe=metrics.rest_request,
+            breaker=CircuitBreaker(settings.rest.breaker_failures, settings.rest.breaker_cooldown),
         )
         metrics.rest_in_flight.set_function(lambda: fetcher.in_flight)
+        metrics.rest_circuit_open.set_function(lambda: fetcher.breaker.is_open)
         downstream: Downstream
         driver: JoinDriver
 

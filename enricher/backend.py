@@ -18,13 +18,65 @@ log = structlog.get_logger("enricher.backend")
 
 RestResult = Parsed[Room] | RestFailure
 
+# Outcomes that say the backend is not answering; an error status below 500 is an answer.
+_FAILURES = frozenset({"timeout", "connection_error", "5xx"})
+
+
+class CircuitBreaker:
+    """Stops asking a backend that keeps failing, so requests do not pile up on it.
+
+    After ``failures`` failed requests in a row it opens: for ``cooldown`` seconds every
+    request fails at once. Then one request goes through; its success closes the breaker,
+    its failure opens it again. ``clock`` is injected for tests.
+    """
+
+    def __init__(
+        self, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limit = failures
+        self._cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._open_until: float | None = None
+        self._probing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until is not None
+
+    def allow(self) -> bool:
+        """Whether a request may go to the backend now."""
+        if self._open_until is None:
+            return True
+        if self._probing or self._clock() < self._open_until:
+            return False
+        self._probing = True
+        return True
+
+    def release(self) -> None:
+        """A request :meth:`allow` let through was not sent after all."""
+        self._probing = False
+
+    def record(self, ok: bool) -> None:
+        """The outcome of a request that :meth:`allow` let through."""
+        if ok:
+            self._failures = 0
+            self._open_until = None
+        else:
+            self._failures += 1
+            if self._probing or self._failures >= self._limit:
+                if self._open_until is None:
+                    log.warning("rest_circuit_opened", failures=self._failures)
+                self._open_until = self._clock() + self._cooldown
+        self._probing = False
+
 
 class RoomFetcher:
     """Fetches rooms from the backend, at most ``max_in_flight`` at a time.
 
     :meth:`fetch_room` never raises: every failure comes back as a :class:`RestFailure`
     with a short reason (``rest_timeout``, ``rest_status_5xx``, ``rest_connection``,
-    ``rest_invalid_body``...).
+    ``rest_invalid_body``, ``rest_circuit_open``...).
     """
 
     def __init__(
@@ -35,7 +87,8 @@ class RoomFetcher:
         timeout: float,
         max_in_flight: int,
         headers: dict[str, str] | None = None,
-        observe: Callable[[str, float], None] | None = None,
+        observe: Callable[[str, float | None], None] | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
@@ -43,6 +96,7 @@ class RoomFetcher:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._headers = headers or {}
         self._observe = observe or (lambda outcome, seconds: None)
+        self.breaker = breaker or CircuitBreaker(failures=5, cooldown=5.0)
         self.in_flight = 0
         self.last_outcome: str | None = None
 
@@ -58,14 +112,20 @@ class RoomFetcher:
         """The REST address of a room; the id is always one escaped path segment."""
         return f"{self._base_url}/rooms/{quote(room_id, safe='')}"
 
-    async def fetch_room(self, room_id: str, wanted: Callable[[], bool] = bool) -> RestResult:
+    async def fetch_room(
+        self, room_id: str, wanted: Callable[[], bool] = lambda: True
+    ) -> RestResult:
         """``GET /rooms/<room_id>``, parsed; the outcome is reported to ``observe``.
 
         ``wanted()`` is asked once a slot is free: a room whose snapshot went out while
         its request waited is not fetched at all.
         """
+        if not self.breaker.allow():
+            self._observe("circuit_open", None)
+            return RestFailure("rest_circuit_open")
         async with self._slots:
             if not wanted():
+                self.breaker.release()  # nothing was asked: a probe is not spent
                 return RestFailure("rest_not_needed")
             self.in_flight += 1
             started = time.perf_counter()
@@ -74,6 +134,7 @@ class RoomFetcher:
             finally:
                 self.in_flight -= 1
             self.last_outcome = outcome
+            self.breaker.record(ok=outcome not in _FAILURES)
             self._observe(outcome, time.perf_counter() - started)
             return result
 

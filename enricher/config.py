@@ -74,6 +74,8 @@ class RestSettings(_Section):
     timeout: Seconds = 2.0
     max_in_flight: Annotated[int, Field(ge=1)] = 64
     retry_delay: Seconds = 0.25
+    breaker_failures: Annotated[int, Field(ge=1)] = 5
+    breaker_cooldown: Seconds = 5.0
 
 
 class StateSettings(_Section):

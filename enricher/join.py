@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -209,10 +210,17 @@ class Join:
     """Holds new rooms until they are known, then emits one snapshot per room."""
 
     def __init__(
-        self, *, limits: JoinLimits | None = None, new_room_mode: NewRoomMode = NewRoomMode.ENRICHED
+        self,
+        *,
+        limits: JoinLimits | None = None,
+        new_room_mode: NewRoomMode = NewRoomMode.ENRICHED,
+        jitter: Callable[[], float] = lambda: 1.0,
     ) -> None:
+        """``jitter()`` returns a number in [0, 1]: the share of the second half of each
+        retry delay that is waited (``random.random`` spreads retries; the default, none)."""
         self.limits = limits = limits or JoinLimits()
         self.new_room_mode = new_room_mode
+        self._jitter = jitter
         self._now = 0.0
         self.pending_rooms: dict[str, PendingRoom] = {}
         self.snapshots_sent: TTLCache[str, SnapshotSent] = TTLCache(
@@ -447,7 +455,9 @@ class Join:
         return Fetch(room_id)
 
     def _schedule_refetch(self, pending: PendingRoom, now: float) -> None:
-        delay = self.limits.retry_delay * 2 ** (pending.fetch_attempts - 1)
+        # Exponential backoff with "equal jitter": half the delay, plus up to the other half.
+        backoff = self.limits.retry_delay * 2 ** (pending.fetch_attempts - 1)
+        delay = backoff / 2 + backoff / 2 * min(1.0, max(0.0, self._jitter()))
         if now + delay < pending.deadline:
             pending.next_fetch_at = now + delay
             heapq.heappush(self._timers, (now + delay, pending.room.room_id))

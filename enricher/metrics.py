@@ -40,6 +40,7 @@ SNAPSHOT_REASONS = frozenset(
         "rest_status_3xx",
         "rest_status_4xx",
         "rest_status_5xx",
+        "rest_circuit_open",
     }
 )
 
@@ -133,6 +134,11 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
             registry=registry,
         )
+        self.rest_circuit_open = Gauge(
+            "enricher_rest_circuit_open",
+            "1 while GET /rooms/<id> is not attempted because the backend kept failing.",
+            registry=registry,
+        )
         self.rest_in_flight = Gauge(
             "enricher_rest_requests_in_flight",
             "GET /rooms/<id> requests under way.",
@@ -214,9 +220,11 @@ class Metrics:
         self.upstream_connected.set(int(connected))
         (self.upstream_connects if connected else self.upstream_disconnects).inc()
 
-    def rest_request(self, outcome: str, seconds: float) -> None:
+    def rest_request(self, outcome: str, seconds: float | None) -> None:
+        """A ``GET /rooms/<id>``; ``seconds`` is None for one the circuit breaker stopped."""
         self.rest_requests.labels(outcome).inc()
-        self.rest_seconds.observe(seconds)
+        if seconds is not None:
+            self.rest_seconds.observe(seconds)
 
     def payload_rejected(self, event: str, reason: str) -> None:
         self.rejected.labels(event_label(event), reason).inc()

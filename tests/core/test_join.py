@@ -279,3 +279,22 @@ def test_a_busy_room_older_than_the_proxy_keeps_only_its_recent_messages() -> No
     held = join.upstream_event("new_room", (backend.rooms["r1"].new_room_payload(),), 600.0)
     notes = [a for a in held if not isinstance(a, (Emit, Fetch))]
     assert notes[-1].fields["early_messages"] == 29  # those of the last 30 s: 571 .. 599
+
+
+def test_rest_retries_back_off_with_jitter_within_the_deadline() -> None:
+    """Each retry waits between half and all of its doubling delay, as jitter() says."""
+    backend, _, _ = setup()
+    room = backend.rooms["r1"]
+    limits = JoinLimits(retry_delay=0.4, hold_timeout=3.0)
+    for jitter, expected in ((0.0, [0.2, 0.4, 0.8]), (1.0, [0.4, 0.8, 1.6])):
+        join = Join(limits=limits, jitter=lambda j=jitter: j)
+        join.upstream_event("new_room", (room.new_room_payload(),), now=0.0)
+        now, waits = 0.0, []
+        for _ in range(3):
+            join.rest_answer("r1", RestFailure("rest_connection"), now=now)
+            wakeup = join.next_wakeup()
+            assert wakeup is not None
+            waits.append(round(wakeup - now, 6))
+            now = wakeup
+            assert Fetch("r1") in join.tick(now)
+        assert waits == expected

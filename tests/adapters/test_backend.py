@@ -1,0 +1,62 @@
+"""RoomFetcher against a real aiohttp server: a backend that keeps failing is left alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from enricher.backend import CircuitBreaker, RoomFetcher
+from enricher.join import RestFailure
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_failing_backend_is_left_alone_until_the_cooldown_then_probed(
+    aiohttp_server: Any,
+) -> None:
+    requests: list[str] = []
+    status = {"code": 503}
+
+    async def room(request: web.Request) -> web.Response:
+        requests.append(request.match_info["room_id"])
+        if status["code"] != 200:
+            return web.json_response({"error": "down"}, status=status["code"])
+        return web.json_response({"data": {"room_id": request.match_info["room_id"]}})
+
+    app = web.Application()
+    app.router.add_get("/rooms/{room_id}", room)
+    server = await aiohttp_server(app)
+    outcomes: list[tuple[str, float | None]] = []
+    clock = Clock()
+    async with aiohttp.ClientSession() as session:
+        fetcher = RoomFetcher(
+            session,
+            str(server.make_url("/")),
+            timeout=2.0,
+            max_in_flight=4,
+            observe=lambda outcome, seconds: outcomes.append((outcome, seconds)),
+            breaker=CircuitBreaker(failures=3, cooldown=5.0, clock=clock),
+        )
+        results = [await fetcher.fetch_room(f"r{i}") for i in range(10)]
+        assert [r.reason for r in results if isinstance(r, RestFailure)] == (
+            ["rest_status_5xx"] * 3 + ["rest_circuit_open"] * 7
+        )
+        assert len(requests) == 3  # the other 7 never reached the backend
+        assert fetcher.breaker.is_open
+        assert [o for o, _ in outcomes].count("circuit_open") == 7
+
+        status["code"] = 200  # the backend is back
+        assert isinstance(await fetcher.fetch_room("r10"), RestFailure)  # still cooling down
+        clock.now = 5.0
+        answer = await fetcher.fetch_room("r11")
+        assert not isinstance(answer, RestFailure) and answer.value.room_id == "r11"
+        assert not fetcher.breaker.is_open
+        assert requests[-1] == "r11"
