@@ -99,6 +99,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             on_event=lambda event, args: driver.upstream_event(event, args),
             on_connected=on_connected,
             on_state=metrics.upstream_state,
+            on_undecodable=lambda packet: driver.undecodable(packet),
         )
         downstream = Downstream(
             upstream,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import socketio
@@ -22,7 +23,7 @@ from .fanout import BroadcastManager, websocket_class
 from .join import Emit
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
-from .upstream import UpstreamUnavailable, as_socketio_data
+from .upstream import UpstreamUnavailable, as_socketio_data, event_packet
 
 log = structlog.get_logger("enricher.downstream")
 
@@ -49,6 +50,15 @@ class BackendPort(Protocol):
 
 
 class _Server(socketio.AsyncServer):  # type: ignore[misc]
+    on_undecodable: Callable[[str, str], Awaitable[None]]
+
+    async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
+        try:
+            return await super()._handle_eio_message(eio_sid, data)
+        except RecursionError:  # arguments nested deeper than a JSON decoder goes
+            await self.on_undecodable(eio_sid, data)
+            return None
+
     async def _handle_event_internal(  # type: ignore[no-untyped-def]
         self, server, sid, eio_sid, data, namespace, id
     ):
@@ -142,11 +152,15 @@ class Downstream:
         self.sio.on(ROOM_JOIN, self._room_join)
         self.sio.on(ROOM_LEAVE, self._room_leave)
         self.sio.on("*", self._client_event)
+        self.sio.on_undecodable = self._undecodable
 
     async def emit(self, action: Emit) -> None:
         """Carry out an :class:`Emit` of the join."""
         started = time.perf_counter()
-        await self.sio.emit(action.event, as_socketio_data(action.args), to=action.room)
+        if action.raw is not None:
+            await self.sio.manager.emit_encoded(action.raw, room=action.room)
+        else:
+            await self.sio.emit(action.event, as_socketio_data(action.args), to=action.room)
         label = event_label(action.event)
         self._metrics.emit_seconds.labels(label).observe(time.perf_counter() - started)
         self._metrics.events_emitted.labels(label).inc()
@@ -209,6 +223,16 @@ class Downstream:
         if self.membership.leave(sid, room_id):
             await self._backend_room(ROOM_LEAVE, room_id)
         return {"ok": True, "room_id": room_id}
+
+    async def _undecodable(self, eio_sid: str, packet: str) -> None:
+        """A browser event too deeply nested to decode: refused, with an error ack if the
+        browser asked for one."""
+        found = event_packet(packet)
+        event, ack_id = (found[0], found[1]) if found else ("other", None)
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
+        answer = self._refuse(event, "payload_too_deep", sid)
+        if ack_id is not None:
+            await self.sio.eio.send(eio_sid, f"3{ack_id}{jsonwire.dumps([answer])}")
 
     def _refuse(self, event: str, reason: str, sid: str) -> dict[str, Any]:
         """The error ack of a browser event that is not forwarded, logged and counted."""

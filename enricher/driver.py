@@ -15,6 +15,7 @@ import structlog
 from .backend import FetchRoom
 from .join import Action, Emit, Fetch, Join, Note
 from .metrics import Metrics, event_label
+from .upstream import event_packet
 
 log = structlog.get_logger("enricher.join")
 
@@ -60,6 +61,23 @@ class JoinDriver:
             log.exception("join_failed", upstream_event=event)
             actions = [Emit(event, args)]
         self._carry_out(actions)
+
+    def undecodable(self, packet: str) -> None:
+        """A backend packet too deeply nested to decode: forwarded as it came, counted."""
+        found = event_packet(packet)
+        if found is None:
+            log.warning("payload_rejected", reason="undecodable", length=len(packet))
+            self._metrics.payload_rejected("other", "undecodable")
+            return
+        event, _, raw = found
+        self._metrics.events_received.labels(event_label(event)).inc()
+        self._note(
+            Note(
+                "payload_rejected",
+                {"upstream_event": event, "reason": "too_deep", "forwarded": "as_it_came"},
+            )
+        )
+        self._emits.put_nowait(Emit(event, (), raw=raw))
 
     def announce(self, event: str, payload: dict[str, Any]) -> None:
         """Send an event of enricher's own to every browser, in order with the join's."""

@@ -136,6 +136,16 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
             )
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        await self._deliver(encoded, namespace, room, skip)
+
+    async def emit_encoded(self, encoded: str, room: str | None = None) -> None:
+        """Broadcast a Socket.IO packet that is already text (namespace ``/``, no ack)."""
+        if "/" in self.rooms:
+            await self._deliver(encoded, "/", room, [None])
+
+    async def _deliver(
+        self, encoded: str, namespace: str, room: str | None, skip: list[Any]
+    ) -> None:
         frame = text_frame(b"4" + encoded.encode())  # "4": an engine.io MESSAGE
         queued: list[tuple[str, str]] = []
         direct = 0

@@ -45,11 +45,13 @@ class NewRoomMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Send ``event`` with ``args`` to every browser, or to the browsers in ``room``."""
+    """Send ``event`` with ``args`` to every browser, or to the browsers in ``room``; with
+    ``raw``, that Socket.IO packet text as it came instead (a payload too deep to decode)."""
 
     event: str
     args: tuple[Any, ...]
     room: str | None = None
+    raw: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -20,6 +21,37 @@ from . import jsonwire
 from .config import UpstreamSettings
 
 log = structlog.get_logger("enricher.upstream")
+
+# A Socket.IO EVENT packet of namespace "/": its ack id (if any) and its event name.
+_EVENT_PACKET = re.compile(r'2(\d*)\[\s*"((?:[^"\\]|\\.)*)"')
+
+
+def event_packet(text: str) -> tuple[str, int | None, str] | None:
+    """An EVENT packet of namespace ``/`` read without decoding its arguments: its event
+    name, its ack id, and the packet without the ack id; None for anything else."""
+    match = _EVENT_PACKET.match(text)
+    if match is None:
+        return None
+    try:
+        name = jsonwire.loads(f'"{match.group(2)}"')
+    except ValueError:
+        return None
+    ack_id = int(match.group(1)) if match.group(1) else None
+    return str(name), ack_id, "2" + text[1 + len(match.group(1)) :]
+
+
+class _Client(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio's client, handing on the packets it cannot decode."""
+
+    on_undecodable: Callable[[str], None] = staticmethod(lambda text: None)
+
+    async def _handle_eio_message(self, data):  # type: ignore[no-untyped-def]
+        try:
+            return await super()._handle_eio_message(data)
+        except RecursionError:  # arguments nested deeper than a JSON decoder goes
+            self.on_undecodable(data)
+            return None
+
 
 EventSink = Callable[[str, tuple[Any, ...]], None]
 
@@ -60,7 +92,8 @@ class Upstream:
     """Keeps one connection to the backend up and hands every event to ``on_event``.
 
     ``on_event`` is called synchronously, in the order the backend sent the events.
-    ``on_connected`` runs after each successful (re)connection.
+    ``on_connected`` runs after each successful (re)connection; ``on_undecodable`` gets,
+    in order too, the text of a packet too deeply nested to decode.
     """
 
     def __init__(
@@ -70,6 +103,7 @@ class Upstream:
         on_event: EventSink,
         on_connected: Callable[[], Awaitable[None]],
         on_state: Callable[[bool], None],
+        on_undecodable: Callable[[str], None] = lambda text: None,
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
@@ -83,13 +117,14 @@ class Upstream:
         self._up = False
         # handle_sigint off: python-socketio would otherwise take Ctrl-C over at the first
         # connection and cancel every task, skipping enricher's own shutdown.
-        self.client = socketio.AsyncClient(
+        self.client = _Client(
             reconnection=False,
             logger=False,
             engineio_logger=False,
             handle_sigint=False,
             json=jsonwire,
         )
+        self.client.on_undecodable = on_undecodable
         self.client.on("*", self._any_event)
         self.client.on("disconnect", self._disconnect)
 

@@ -249,3 +249,31 @@ async def test_a_draining_proxy_is_unready_and_refuses_new_browsers(
         await late.sio.connect(f"http://127.0.0.1:{proxy.public_port}", transports=["websocket"])
     assert refusals == [{"message": "shutting_down"}]
     assert connected.sio.connected  # browsers already there stay until they are handed over
+
+
+def deep_json(depth: int) -> str:
+    return '{"a":[' * depth + '"bottom"' + "]}" * depth
+
+
+async def test_payloads_nested_too_deep_to_decode(
+    backend: StubBackend, browsers: Any, proxy: Running
+) -> None:
+    """Nesting beyond what a JSON decoder goes (orjson stops at 1024 levels, the standard
+    library at the recursion limit): a backend event still goes out, counted (the e2e test
+    checks that real browsers get it); a browser's is refused with an error ack."""
+    first, second = await browsers(2)
+    (proxy_sid,) = list(backend.sio.eio.sockets)
+    await backend.sio.eio.send(proxy_sid, '2["agent:deep",' + deep_json(20_000) + "]")
+    await backend.sio.emit("agent:after", 1)
+    assert await second.next("agent:after") == ("agent:after", (1,))
+    rejected = proxy.metrics.rejected.labels("other", "too_deep")._value.get()
+    assert rejected == 1
+
+    answers: asyncio.Queue[Any] = asyncio.Queue()
+    first.sio.callbacks.setdefault("/", {})[77] = lambda *a: answers.put_nowait(a)
+    await first.sio.eio.send("277" + '["agent:deep",' + deep_json(20_000) + "]")
+    assert await asyncio.wait_for(answers.get(), 5) == (
+        {"error": "payload_too_deep", "event": "agent:deep"},
+    )
+    assert await second.sio.call("echo", "still here", timeout=5) == "still here"
+    assert await backend.client_events.get() == ("echo", ("still here",))

@@ -236,8 +236,10 @@ class Backend:
         )
         return str(result["message_id"])
 
-    async def emit(self, event: str, *args: Any) -> None:
-        await self._call("POST", "/_control/emit", {"event": event, "args": list(args)})
+    async def emit(self, event: str, *args: Any, nest: int = 0) -> None:
+        """``io.emit`` on the backend; with ``nest``, one argument nested that deep."""
+        body = {"event": event, "args": list(args), "nest": nest}
+        await self._call("POST", "/_control/emit", body)
 
     async def burst(
         self, count: int, sizes: list[int], start: int = 0, interval_ms: float = 0

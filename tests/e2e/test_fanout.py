@@ -161,3 +161,19 @@ async def test_a_browser_that_never_reads_again_is_dropped_and_comes_back(
     await backend.burst(5, [10], start=count)
     await group.wait_until(lambda: len(group.seqs(0)) >= got + 5, "browser 0 to get new events")
     assert [s["n"] for s in group.seqs(0)][-5:] == list(range(count, count + 5))
+
+
+async def test_a_backend_event_too_deep_to_decode_still_reaches_every_browser(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    proxy = await make_enricher(backend)
+    group = await browsers(proxy.public_url, 3, context=[backend.child, proxy.child])
+    await backend.emit("test:deep", nest=1500)  # 3,000 levels: beyond orjson and json
+    await backend.emit("agent:after", 1)
+    await group.wait_all("agent:after", args=[1])
+    for browser in range(3):
+        got = [e for e in group.events() if e["browser"] == browser]
+        assert [e["event"] for e in got[-2:]] == ["test:deep", "agent:after"]  # in order
+        assert got[-2]["args"] == [{"depth": 1500, "bottom": "bottom"}]  # as it came
+    rejected = await proxy.wait_log("payload_rejected")
+    assert rejected["reason"] == "too_deep" and rejected["forwarded"] == "as_it_came"

@@ -380,6 +380,13 @@ async function handle(req, res) {
   if (method === 'POST' && path === '/_control/emit') {
     const body = await readJson(req);
     if (typeof body.event !== 'string') throw new HttpError(400, 'event (string) required');
+    if (Number(body.nest) > 0) {
+      // One argument nested `nest` levels deep ({"a": [...]}), built here.
+      let value = 'bottom';
+      for (let i = 0; i < Number(body.nest); i++) value = { a: [value] };
+      io.emit(body.event, value);
+      return send(res, 200, { ok: true });
+    }
     io.emit(body.event, ...(Array.isArray(body.args) ? body.args : []));
     return send(res, 200, { ok: true });
   }

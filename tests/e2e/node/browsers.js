@@ -14,6 +14,7 @@
 //   {"type":"event","browser":i,"event":e,"id":..,"room_id":..,"payload":..}   known events
 //   {"type":"event","browser":i,"event":e,"args":[...]}                        any other event
 //   {"type":"seq","browser":i,"n":n,"ok":bool}  each test:seq event (ok: its pad is intact)
+//   {"type":"event","browser":i,"event":"test:deep","args":[{"depth":d,"bottom":..}]}
 //   {"type":"dump","browsers":[...]}  {"type":"ack","tag":t,"args"|"error":..}  {"type":"emitted","tag":t}
 // stdin, one JSON object a line: {"cmd":"dump"} | {"cmd":"emit",...} | {"cmd":"close"}
 //   | {"cmd":"pause","browser":i} | {"cmd":"resume","browser":i}  (stop / start reading the
@@ -115,8 +116,19 @@ class Browser {
       out({ type: 'seq', browser: index, n: data.n, ok });
     });
 
+    // A payload nested too deep for the harness's JSON: its depth and what is at the bottom.
+    this.socket.on('test:deep', (data) => {
+      let depth = 0;
+      let value = data;
+      while (value && typeof value === 'object' && Array.isArray(value.a)) {
+        value = value.a[0];
+        depth += 1;
+      }
+      out({ type: 'event', browser: index, event: 'test:deep', args: [{ depth, bottom: value }] });
+    });
+
     this.socket.onAny((event, ...args) => {
-      if (event === 'test:seq') return;
+      if (event === 'test:seq' || event === 'test:deep') return;
       if (ROOM_EVENTS.has(event) || MESSAGE_EVENTS.has(event)) return;
       const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
       const plain = hasAck ? args.slice(0, -1) : args;
