@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import socketio
 import structlog
 from aiohttp import web
+from socketio import packet
 
 from . import jsonwire
 from .fanout import BroadcastManager, websocket_class
@@ -29,6 +30,10 @@ log = structlog.get_logger("enricher.downstream")
 
 RESYNC = "enricher:resync"  # to every browser: events may have been missed, refetch
 ROOM_JOIN = "room:join"
+# Event names Socket.IO keeps for itself; socket.io-client refuses to emit them.
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
 ROOM_LEAVE = "room:leave"
 
 # Whether the browser event being handled asked for an ack: python-socketio does not tell
@@ -51,6 +56,7 @@ class BackendPort(Protocol):
 
 class _Server(socketio.AsyncServer):  # type: ignore[misc]
     on_undecodable: Callable[[str, str], Awaitable[None]]
+    on_reserved: Callable[[str, str], dict[str, Any]]
 
     async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
         try:
@@ -62,6 +68,14 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_event_internal(  # type: ignore[no-untyped-def]
         self, server, sid, eio_sid, data, namespace, id
     ):
+        if data and data[0] in RESERVED_EVENTS:
+            # Sent by a client, these would run the server's own connect or disconnect
+            # handler: a browser could fake its own disconnection.
+            answer = self.on_reserved(sid, data[0])
+            if id is not None:
+                ack = self.packet_class(packet.ACK, namespace=namespace, id=id, data=[answer])
+                await server._send_packet(eio_sid, ack)
+            return None
         _ack_requested.set(id is not None)
         return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
 
@@ -153,6 +167,7 @@ class Downstream:
         self.sio.on(ROOM_LEAVE, self._room_leave)
         self.sio.on("*", self._client_event)
         self.sio.on_undecodable = self._undecodable
+        self.sio.on_reserved = lambda sid, event: self._refuse(event, "event_reserved", sid)
 
     async def emit(self, action: Emit) -> None:
         """Carry out an :class:`Emit` of the join."""

@@ -76,7 +76,8 @@ class Parsed(Generic[T]):
 
 
 def room_id_of(value: object) -> str:
-    """A room id usable as a key: a non-empty string (or integer) of bounded length."""
+    """A room id usable as a key and a URL path segment: a non-empty string (or integer)
+    of bounded length, of printable characters."""
     if isinstance(value, bool) or value is None:
         raise Rejected("room_id_missing" if value is None else "room_id_invalid")
     if isinstance(value, int):
@@ -88,6 +89,10 @@ def room_id_of(value: object) -> str:
         raise Rejected("room_id_missing")
     if len(value) > MAX_ID_LENGTH:
         raise Rejected("room_id_too_long")
+    if not value.isprintable() or any("\ud800" <= c <= "\udfff" for c in value):
+        # Control characters or lone surrogates (from a "\ud800" escape): not an id any
+        # backend gave out, and not text a URL can carry.
+        raise Rejected("room_id_invalid")
     return value
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+from yarl import URL
 
 from enricher.backend import CircuitBreaker, RoomFetcher
 from enricher.join import RestFailure
+from enricher.payloads import Rejected, room_id_of
+
+PATHS = ["../admin", "a/b?c", "%2e%2e%2f", "x#y", " ", "", "\ud800", "a\x00b", "🙂/.."]
 
 
 class Clock:
@@ -60,3 +67,19 @@ async def test_a_failing_backend_is_left_alone_until_the_cooldown_then_probed(
         assert not isinstance(answer, RestFailure) and answer.value.room_id == "r11"
         assert not fetcher.breaker.is_open
         assert requests[-1] == "r11"
+
+
+@given(room_id=st.text(st.characters(blacklist_categories=[])) | st.sampled_from(PATHS))
+def test_a_room_id_is_always_one_escaped_path_segment(room_id: str) -> None:
+    """Whatever id a payload carries: rejected at the edge, or one escaped path segment."""
+    try:
+        room_id = room_id_of(room_id)
+    except Rejected:
+        return
+    fetcher = RoomFetcher(None, "http://backend:3000/api/", timeout=1, max_in_flight=1)  # type: ignore[arg-type]
+    url = URL(fetcher.room_url(room_id), encoded=True)
+    assert (url.scheme, url.host, url.port) == ("http", "backend", 3000)
+    assert not url.query_string and not url.fragment
+    assert url.raw_path.startswith("/api/rooms/")
+    segment = url.raw_path.removeprefix("/api/rooms/")
+    assert "/" not in segment and unquote(segment) == room_id
