@@ -111,6 +111,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             compression=settings.websocket.compression,
             direct_broadcast=settings.websocket.direct_broadcast,
             max_queued_events=settings.websocket.max_queued_events,
+            client_event_rate=settings.client_event_rate,
+            client_event_burst=settings.client_event_burst,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         public, public_port = await _site(downstream.app, settings.listen)

@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     event_grace: Seconds = 0.2
     new_room_mode: NewRoomMode = NewRoomMode.ENRICHED
     client_events: list[str] | Literal["*"] = "*"
+    client_event_rate: Annotated[float, Field(ge=0)] = 20.0
+    client_event_burst: Annotated[int, Field(ge=1)] = 40
     websocket: WebSocketSettings = WebSocketSettings()
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()

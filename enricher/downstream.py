@@ -8,6 +8,7 @@ its ack relayed back.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections import defaultdict
@@ -56,7 +57,8 @@ class BackendPort(Protocol):
 
 class _Server(socketio.AsyncServer):  # type: ignore[misc]
     on_undecodable: Callable[[str, str], Awaitable[None]]
-    on_reserved: Callable[[str, str], dict[str, Any]]
+    on_refused: Callable[[str, Any, str], dict[str, Any]]
+    rate_allows: Callable[[str], bool]
 
     async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
         try:
@@ -68,16 +70,46 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_event_internal(  # type: ignore[no-untyped-def]
         self, server, sid, eio_sid, data, namespace, id
     ):
+        if data and not self.rate_allows(sid):
+            answer = self.on_refused(sid, data[0], "rate_limited")
+            if id is not None:
+                ack = self.packet_class(packet.ACK, namespace=namespace, id=id, data=[answer])
+                await server._send_packet(eio_sid, ack)
+            return None
         if data and data[0] in RESERVED_EVENTS:
             # Sent by a client, these would run the server's own connect or disconnect
             # handler: a browser could fake its own disconnection.
-            answer = self.on_reserved(sid, data[0])
+            answer = self.on_refused(sid, data[0], "event_reserved")
             if id is not None:
                 ack = self.packet_class(packet.ACK, namespace=namespace, id=id, data=[answer])
                 await server._send_packet(eio_sid, ack)
             return None
         _ack_requested.set(id is not None)
         return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+
+
+class RateLimit:
+    """A token bucket per browser: ``rate`` events a second, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, sid: str) -> bool:
+        """Take a token for one event of ``sid``; False when it has none left."""
+        if self._rate <= 0:
+            return True
+        now = self._clock()
+        tokens, at = self._buckets.get(sid, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        allowed = tokens >= 1.0
+        self._buckets[sid] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+    def forget(self, sid: str) -> None:
+        self._buckets.pop(sid, None)
 
 
 class RoomMembership:
@@ -134,11 +166,16 @@ class Downstream:
         compression: bool = False,
         direct_broadcast: bool = True,
         max_queued_events: int = 1000,
+        client_event_rate: float = 0.0,
+        client_event_burst: int = 1,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
         self._allowed = None if client_events == "*" else frozenset(client_events)
         self._ack_timeout = ack_timeout
+        self.rate_limit = RateLimit(
+            client_event_rate, client_event_burst, asyncio.get_running_loop().time
+        )
         self.accepting = True
         self.membership = RoomMembership()
         websocket = websocket_class(compress=compression)
@@ -167,7 +204,9 @@ class Downstream:
         self.sio.on(ROOM_LEAVE, self._room_leave)
         self.sio.on("*", self._client_event)
         self.sio.on_undecodable = self._undecodable
-        self.sio.on_reserved = lambda sid, event: self._refuse(event, "event_reserved", sid)
+        self.sio.on_refused = lambda sid, event, reason: self._refuse(str(event), reason, sid)
+        self.sio.rate_allows = self._rate_allows
+        self._limited: set[str] = set()
 
     async def emit(self, action: Emit) -> None:
         """Carry out an :class:`Emit` of the join."""
@@ -201,6 +240,8 @@ class Downstream:
     async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         self._metrics.browsers.dec()
         log.debug("browser_disconnected", sid=sid, reason=str(reason))
+        self.rate_limit.forget(sid)
+        self._limited.discard(sid)
         for room_id in self.membership.drop(sid):
             await self._backend_room(ROOM_LEAVE, room_id)
 
@@ -249,9 +290,19 @@ class Downstream:
         if ack_id is not None:
             await self.sio.eio.send(eio_sid, f"3{ack_id}{jsonwire.dumps([answer])}")
 
+    def _rate_allows(self, sid: str) -> bool:
+        if self.rate_limit.allow(sid):
+            self._limited.discard(sid)
+            return True
+        return False
+
     def _refuse(self, event: str, reason: str, sid: str) -> dict[str, Any]:
-        """The error ack of a browser event that is not forwarded, logged and counted."""
-        log.warning("client_event_refused", client_event=event, reason=reason, sid=sid)
+        """The error ack of a browser event that is not forwarded, logged and counted
+        (a browser over its rate: logged once until it slows down)."""
+        if reason != "rate_limited" or sid not in self._limited:
+            log.warning("client_event_refused", client_event=event, reason=reason, sid=sid)
+        if reason == "rate_limited":
+            self._limited.add(sid)
         self._metrics.client_events.labels(event_label(event), reason).inc()
         return {"error": reason, "event": event}
 

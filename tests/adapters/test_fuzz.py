@@ -41,6 +41,11 @@ events = st.one_of(
 
 
 @pytest.fixture
+def proxy_settings() -> dict[str, Any]:
+    return {"client_event_rate": 0}  # one browser sends every example, as fast as it can
+
+
+@pytest.fixture
 async def browser(browsers: Any) -> BrowserClient:
     (one,) = await browsers(1)
     return one

@@ -277,3 +277,16 @@ async def test_payloads_nested_too_deep_to_decode(
     )
     assert await second.sio.call("echo", "still here", timeout=5) == "still here"
     assert await backend.client_events.get() == ("echo", ("still here",))
+
+
+@pytest.mark.parametrize("proxy_settings", [{"client_event_rate": 0.001, "client_event_burst": 5}])
+async def test_a_browser_over_its_event_rate_gets_error_acks(
+    backend: StubBackend, browsers: Any, proxy: Running
+) -> None:
+    flooding, calm = await browsers(2)
+    answers = [await flooding.sio.call("echo", n, timeout=5) for n in range(12)]
+    assert answers[:5] == [0, 1, 2, 3, 4]  # its burst
+    assert answers[5:] == [{"error": "rate_limited", "event": "echo"}] * 7
+    assert await calm.sio.call("echo", "mine", timeout=5) == "mine"  # a bucket each
+    refused = proxy.metrics.client_events.labels("other", "rate_limited")._value.get()
+    assert refused == 7
