@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     listen: Address = "0.0.0.0:8080"
     admin_listen: Address = "127.0.0.1:9090"
     socketio_path: str = "socket.io"
-    cors_origins: list[str] | Literal["*"] = "*"
+    cors_origins: list[str] | Literal["*"] = []
     shutdown_grace: Seconds = 10.0
     hold_timeout: Seconds = 3.0
     event_grace: Seconds = 0.2

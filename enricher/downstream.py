@@ -88,6 +88,25 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
 
 
+def _origins(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], bool]:
+    """The page origins allowed to connect: those ``listed``, and enricher's own (as the
+    browser addressed it, or as a proxy in front says it did)."""
+    allowed = frozenset([listed] if isinstance(listed, str) else listed)
+
+    def check(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin is None or origin in allowed:
+            return True
+        scheme, host = environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_HOST", "")
+        own = {f"{scheme}://{host}"}
+        if "HTTP_X_FORWARDED_HOST" in environ or "HTTP_X_FORWARDED_PROTO" in environ:
+            proto = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
+            forwarded = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
+            own.add(f"{proto}://{forwarded}")
+        return origin in own
+
+    return check
+
+
 class RateLimit:
     """A token bucket per browser: ``rate`` events a second, ``burst`` at once."""
 
@@ -189,7 +208,7 @@ class Downstream:
                 dropped=metrics.browsers_dropped.labels("backlog").inc,
             ),
             json=jsonwire,
-            cors_allowed_origins=cors_origins,
+            cors_allowed_origins="*" if cors_origins == "*" else _origins(cors_origins),
             logger=False,
             engineio_logger=False,
         )

@@ -85,6 +85,7 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
                 "upstream.url": backend_url,
                 "listen": f"{HOST}:0",
                 "admin_listen": f"{HOST}:0",
+                "cors_origins": "*",  # the page comes from another port
                 # The chaos makes enricher log retries; keep the terminal to the URL line.
                 "log.level": None if "ENRICHER_LOG__LEVEL" in os.environ else "error",
             },

@@ -290,3 +290,30 @@ async def test_a_browser_over_its_event_rate_gets_error_acks(
     assert await calm.sio.call("echo", "mine", timeout=5) == "mine"  # a bucket each
     refused = proxy.metrics.client_events.labels("other", "rate_limited")._value.get()
     assert refused == 7
+
+
+@pytest.mark.parametrize(
+    ("proxy_settings", "allowed"),
+    [
+        ({}, {None}),  # the default: no page from another origin
+        ({"cors_origins": ["https://chat.example.com"]}, {None, "https://chat.example.com"}),
+        ({"cors_origins": "*"}, {None, "https://chat.example.com", "https://evil.example"}),
+    ],
+)
+async def test_pages_of_other_origins_are_refused_unless_listed(
+    proxy: Running, allowed: set[str | None]
+) -> None:
+    own = f"http://127.0.0.1:{proxy.public_port}"  # a page served from enricher's address
+    for origin in (None, own, "https://chat.example.com", "https://evil.example"):
+        client = socketio.AsyncClient(reconnection=False)
+        headers = {"Origin": origin} if origin else {}
+        try:
+            await client.connect(
+                f"http://127.0.0.1:{proxy.public_port}", headers=headers, transports=["websocket"]
+            )
+            connected = client.connected
+        except socketio.exceptions.ConnectionError:
+            connected = False
+        finally:
+            await client.disconnect()
+        assert connected == (origin in allowed or origin == own), origin
