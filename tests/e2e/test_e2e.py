@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from typing import Any
 
 import aiohttp
@@ -224,6 +225,7 @@ FAULTS: dict[str, tuple[dict[str, Any], bool]] = {
     "rest_500": ({"rest_fail": "500"}, True),
     "rest_hang": ({"rest_fail": "hang"}, True),
     "rest_garbage": ({"rest_fail": "garbage"}, True),
+    "rest_slower_than_the_hold": ({"rest_delay_ms": 2000}, True),
     "rest_500_no_lead": ({"rest_fail": "500", "name": None}, True),
 }
 
@@ -292,6 +294,54 @@ async def test_all_faults_at_once(
     dump = await settle(backend, group, [room_id for room_id, _ in results])
     await sidebar_check(backend, dump, names=names)
     await check_messages_unchanged(backend, group)
+
+
+async def test_rest_refused_rooms_go_out_by_the_deadline_and_rest_is_left_alone(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """REST on a port nobody listens on: every room still goes out once, partial, by the
+    hold deadline; after a few refusals the circuit breaker stops asking."""
+    with socket.socket() as probe:  # a port that refuses connections
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    proxy, group = await stack(
+        backend,
+        make_enricher,
+        browsers,
+        ENRICHER_HOLD_TIMEOUT=HOLD,
+        ENRICHER_REST__URL=f"http://127.0.0.1:{dead}",
+    )
+    sent = [await backend.customer(f"6281500000{i:02d}", f"Tolak {i}", "halo") for i in range(12)]
+    for customer in sent:
+        await group.wait_all("new_room_complete", customer["room_id"], timeout=15)
+        for snapshot in snapshots(group, customer["room_id"]):
+            assert snapshot["enrichment"] == "partial"
+            assert snapshot["enrichment_reason"] in ("rest_connection", "rest_circuit_open")
+    metrics = await assert_admin_text(proxy, "/metrics")
+    refused = metric_value(metrics, 'enricher_rest_requests_total{outcome="connection_error"}')
+    skipped = metric_value(metrics, 'enricher_rest_requests_total{outcome="circuit_open"}')
+    # Without the breaker: a request per room and up to two retries each within the hold.
+    assert refused <= 12 and skipped > 0, (refused, skipped)
+    assert metric_value(metrics, "enricher_rest_circuit_open") == 1
+    body = await assert_admin(proxy, "/readyz", 503)
+    assert body["checks"]["rest"] == "failing"
+    dump = await settle(backend, group)
+    for b in dump:
+        assert sorted(b["counts"]["new_room_complete"]) == sorted(s["room_id"] for s in sent)
+        assert set(b["counts"]["new_room_complete"].values()) == {1}
+
+
+async def assert_admin_text(proxy: Enricher, path: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(proxy.admin_url + path) as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+def metric_value(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 async def test_missed_new_room_never_duplicates(
