@@ -85,6 +85,29 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
             self.sending -= 1
 
 
+class _Queued(eio_packet.Packet):  # type: ignore[misc]
+    """A broadcast queued for one browser. Its socket's writer takes packets off the queue
+    a loop iteration or more before it writes them, so an empty queue does not mean
+    nothing is on its way: ``backlog`` counts, per socket, what is queued or taken but
+    not yet encoded for writing."""
+
+    def __init__(self, encoded: str, backlog: dict[str, int], eio_sid: str) -> None:
+        super().__init__(eio_packet.MESSAGE, encoded)
+        self._backlog: dict[str, int] | None = backlog
+        self._eio_sid = eio_sid
+        backlog[eio_sid] = backlog.get(eio_sid, 0) + 1
+
+    def encode(self, b64: bool = False) -> Any:
+        backlog, self._backlog = self._backlog, None
+        if backlog is not None:  # encoded right before its write, once
+            left = backlog.get(self._eio_sid, 1) - 1
+            if left > 0:
+                backlog[self._eio_sid] = left
+            else:
+                backlog.pop(self._eio_sid, None)
+        return super().encode(b64)
+
+
 def websocket_class(*, compress: bool) -> type[WebSocket]:
     """A :class:`WebSocket` class of its own for one server: its settings, its sockets."""
     return type("WebSocket", (WebSocket,), {"compress": compress, "sockets": {}})
@@ -113,6 +136,7 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         self._max_queued = max_queued
         self._count = count
         self._dropped = dropped
+        self._backlog: dict[str, int] = {}
 
     async def emit(  # type: ignore[no-untyped-def]
         self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs
@@ -159,21 +183,25 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
                 self._direct
                 and websocket is not None
                 and engine_socket is not None
+                and eio_sid not in self._backlog
                 and _idle(websocket, engine_socket)
             ):
                 websocket.transport.write(frame)
                 direct += 1
             else:
                 queued.append((sid, eio_sid))
-        if queued:
-            message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-            for sid, eio_sid in queued:
-                engine_socket = engine_sockets.get(eio_sid)
-                if engine_socket is not None and engine_socket.queue.qsize() >= self._max_queued:
-                    await self._drop(sid, eio_sid, engine_socket)
-                else:
-                    await self.server._send_eio_packet(eio_sid, message)
+        for sid, eio_sid in queued:
+            engine_socket = engine_sockets.get(eio_sid)
+            if engine_socket is not None and engine_socket.queue.qsize() >= self._max_queued:
+                await self._drop(sid, eio_sid, engine_socket)
+            else:
+                packet = _Queued(encoded, self._backlog, eio_sid)
+                await self.server._send_eio_packet(eio_sid, packet)
         self._count(direct, len(queued))
+
+    async def disconnect(self, sid, namespace, **kwargs):  # type: ignore[no-untyped-def]
+        self._backlog.pop(self.eio_sid_from_sid(sid, namespace), None)
+        return await super().disconnect(sid, namespace, **kwargs)
 
     async def _drop(self, sid: str, eio_sid: str, engine_socket: Any) -> None:
         """Cut a browser whose backlog reached the limit; it reconnects when it can."""
