@@ -349,6 +349,22 @@ class Enricher:
     def logs(self, event: str) -> list[Json]:
         return [item for item in self.child.items if item.get("event") == event]
 
+    async def metrics(self) -> dict[str, float]:
+        """``/metrics`` on the admin address: each sample, by name with its labels as
+        written (``enricher_deliveries_total{path="direct"}``)."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.admin_url + "/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
     async def wait_log(self, event: str, start: int = 0, timeout: float = TIMEOUT) -> Json:
         return await self.child.wait_for(
             lambda item: item.get("event") == event, f"log event {event!r}", timeout, start
@@ -578,6 +594,20 @@ class Browsers:
 
 
 BrowsersFactory = Callable[..., Awaitable[Browsers]]
+
+
+async def stack(
+    backend: Backend,
+    make_enricher: EnricherFactory,
+    browsers: BrowsersFactory,
+    n: int,
+    flags: Iterable[str] = (),
+    **env: str,
+) -> tuple[Enricher, Browsers]:
+    """enricher in front of ``backend`` (``env``: its settings), and ``n`` browsers on it."""
+    proxy = await make_enricher(backend, **env)
+    group = await browsers(proxy.public_url, n, context=[backend.child, proxy.child], flags=flags)
+    return proxy, group
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from .conftest import (
     sidebar_check,
     start_backend,
 )
+from .conftest import stack as shared_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
 
@@ -41,9 +42,7 @@ async def stack(
     n: int = N,
     **env: str,
 ) -> tuple[Enricher, Browsers]:
-    proxy = await make_enricher(backend, **env)
-    group = await browsers(proxy.public_url, n, context=[backend.child, proxy.child])
-    return proxy, group
+    return await shared_stack(backend, make_enricher, browsers, n, **env)
 
 
 def snapshots(group: Browsers, room_id: str) -> list[Json]:
@@ -317,31 +316,18 @@ async def test_rest_refused_rooms_go_out_by_the_deadline_and_rest_is_left_alone(
         for snapshot in snapshots(group, customer["room_id"]):
             assert snapshot["enrichment"] == "partial"
             assert snapshot["enrichment_reason"] in ("rest_connection", "rest_circuit_open")
-    metrics = await assert_admin_text(proxy, "/metrics")
-    refused = metric_value(metrics, 'enricher_rest_requests_total{outcome="connection_error"}')
-    skipped = metric_value(metrics, 'enricher_rest_requests_total{outcome="circuit_open"}')
+    metrics = await proxy.metrics()
+    refused = metrics.get('enricher_rest_requests_total{outcome="connection_error"}', 0)
+    skipped = metrics.get('enricher_rest_requests_total{outcome="circuit_open"}', 0)
     # Without the breaker: a request per room and up to two retries each within the hold.
     assert refused <= 12 and skipped > 0, (refused, skipped)
-    assert metric_value(metrics, "enricher_rest_circuit_open") == 1
+    assert metrics["enricher_rest_circuit_open"] == 1
     body = await assert_admin(proxy, "/readyz", 503)
     assert body["checks"]["rest"] == "failing"
     dump = await settle(backend, group)
     for b in dump:
         assert sorted(b["counts"]["new_room_complete"]) == sorted(s["room_id"] for s in sent)
         assert set(b["counts"]["new_room_complete"].values()) == {1}
-
-
-async def assert_admin_text(proxy: Enricher, path: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(proxy.admin_url + path) as resp:
-        assert resp.status == 200
-        return await resp.text()
-
-
-def metric_value(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 async def test_missed_new_room_never_duplicates(

@@ -5,18 +5,18 @@ permessage-deflate negotiated."""
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
-from .conftest import Backend, Browsers, BrowsersFactory, EnricherFactory
+from .conftest import Backend, Browsers, BrowsersFactory, Enricher, EnricherFactory, stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
 
 # Payload sizes in turn: WebSocket frames with all three length encodings (7-bit, 16-bit,
 # 64-bit), and characters beyond ASCII so a frame's length must count bytes.
 SIZES = [10, 300, 2_000, 70_000]
+WEBSOCKET = ["--transports", "websocket"]
 KINDS = {
-    "websocket": ["--transports", "websocket"],
+    "websocket": WEBSOCKET,
     "websocket without deflate": ["--transports", "websocket", "--no-deflate"],
     "polling": ["--transports", "polling"],
     "polling, then the upgrade": [],
@@ -24,20 +24,13 @@ KINDS = {
 PER_KIND = 3
 
 
-async def metrics_text(admin_url: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(admin_url + "/metrics") as resp:
-        return await resp.text()
-
-
-async def deliveries(admin_url: str) -> dict[str, float]:
-    """``enricher_deliveries_total`` by path, from the admin address."""
-    text = await metrics_text(admin_url)
-    found = {"direct": 0.0, "queued": 0.0}
-    for line in text.splitlines():
-        for path in found:
-            if line.startswith(f'enricher_deliveries_total{{path="{path}"}}'):
-                found[path] = float(line.split()[-1])
-    return found
+async def deliveries(proxy: Enricher) -> dict[str, float]:
+    """``enricher_deliveries_total`` by path."""
+    metrics = await proxy.metrics()
+    return {
+        path: metrics.get(f'enricher_deliveries_total{{path="{path}"}}', 0.0)
+        for path in ("direct", "queued")
+    }
 
 
 def assert_in_order(group: Browsers, browser: int, count: int) -> None:
@@ -86,7 +79,7 @@ async def test_every_kind_of_browser_gets_every_broadcast_once_in_order(
         for browser in range(PER_KIND):
             assert_in_order(group, browser, count)
 
-    paths = await deliveries(proxy.admin_url)
+    paths = await deliveries(proxy)
     assert paths["direct"] + paths["queued"] == count * PER_KIND * len(KINDS)
     if direct:
         assert paths["direct"] >= count * PER_KIND  # the idle WebSockets, at least
@@ -101,12 +94,13 @@ async def test_a_browser_that_stops_reading_does_not_hold_up_the_others(
 ) -> None:
     # With compression, the browser's backlog drains while its large frames are compressed
     # off the event loop: a time its queue is empty and its transport's buffer is not full.
-    proxy = await make_enricher(backend, ENRICHER_WEBSOCKET__COMPRESSION=str(compression).lower())
-    group = await browsers(
-        proxy.public_url,
+    proxy, group = await stack(
+        backend,
+        make_enricher,
+        browsers,
         4,
-        context=[backend.child, proxy.child],
-        flags=["--transports", "websocket"],
+        WEBSOCKET,
+        ENRICHER_WEBSOCKET__COMPRESSION=str(compression).lower(),
     )
     await group.pause(0)
     # 15 MB: far more than the stalled browser's TCP buffers hold, so its events back up
@@ -116,7 +110,7 @@ async def test_a_browser_that_stops_reading_does_not_hold_up_the_others(
     await group.wait_seqs(count, browsers=[1, 2, 3])
     stalled = len(group.seqs(0))
     assert stalled < count, "the paused browser read everything: the test did not stall it"
-    paths = await deliveries(proxy.admin_url)
+    paths = await deliveries(proxy)
     assert paths["queued"] > 0  # its backlog waited in enricher, behind its transport
 
     # More events while its backlog drains: they must queue behind it, not overtake it.
@@ -130,12 +124,8 @@ async def test_a_browser_that_stops_reading_does_not_hold_up_the_others(
 async def test_a_browser_that_never_reads_again_is_dropped_and_comes_back(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
-    proxy = await make_enricher(backend, ENRICHER_WEBSOCKET__MAX_QUEUED_EVENTS="20")
-    group = await browsers(
-        proxy.public_url,
-        3,
-        context=[backend.child, proxy.child],
-        flags=["--transports", "websocket"],
+    proxy, group = await stack(
+        backend, make_enricher, browsers, 3, WEBSOCKET, ENRICHER_WEBSOCKET__MAX_QUEUED_EVENTS="20"
     )
     await group.pause(0)
     # 15 MB, 20 ms apart: far more than its TCP buffers hold, and a pace the others keep up
@@ -147,8 +137,7 @@ async def test_a_browser_that_never_reads_again_is_dropped_and_comes_back(
     await group.wait_seqs(count, browsers=[1, 2])
     for browser in (1, 2):
         assert_in_order(group, browser, count)
-    text = await metrics_text(proxy.admin_url)
-    assert 'enricher_browsers_dropped_total{reason="backlog"} 1.0' in text
+    assert (await proxy.metrics())['enricher_browsers_dropped_total{reason="backlog"}'] == 1
 
     # Once it reads again it finds its connection closed, and socket.io-client reconnects.
     await group.pause(0, resume=True)
@@ -166,8 +155,7 @@ async def test_a_browser_that_never_reads_again_is_dropped_and_comes_back(
 async def test_a_backend_event_too_deep_to_decode_still_reaches_every_browser(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
-    proxy = await make_enricher(backend)
-    group = await browsers(proxy.public_url, 3, context=[backend.child, proxy.child])
+    proxy, group = await stack(backend, make_enricher, browsers, 3)
     await backend.emit("test:deep", nest=1500)  # 3,000 levels: beyond orjson and json
     await backend.emit("agent:after", 1)
     await group.wait_all("agent:after", args=[1])
