@@ -31,11 +31,11 @@ log = structlog.get_logger("enricher.downstream")
 
 RESYNC = "enricher:resync"  # to every browser: events may have been missed, refetch
 ROOM_JOIN = "room:join"
+ROOM_LEAVE = "room:leave"
 # Event names Socket.IO keeps for itself; socket.io-client refuses to emit them.
 RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
-ROOM_LEAVE = "room:leave"
 
 # Whether the browser event being handled asked for an ack: python-socketio does not tell
 # handlers, and an ack must not be asked of the backend on behalf of a browser that did not.
@@ -70,22 +70,26 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_event_internal(  # type: ignore[no-untyped-def]
         self, server, sid, eio_sid, data, namespace, id
     ):
+        refusal = None
         if data and not self.rate_allows(sid):
-            answer = self.on_refused(sid, data[0], "rate_limited")
-            if id is not None:
-                ack = self.packet_class(packet.ACK, namespace=namespace, id=id, data=[answer])
-                await server._send_packet(eio_sid, ack)
-            return None
-        if data and data[0] in RESERVED_EVENTS:
+            refusal = "rate_limited"
+        elif data and data[0] in RESERVED_EVENTS:
             # Sent by a client, these would run the server's own connect or disconnect
             # handler: a browser could fake its own disconnection.
-            answer = self.on_refused(sid, data[0], "event_reserved")
-            if id is not None:
-                ack = self.packet_class(packet.ACK, namespace=namespace, id=id, data=[answer])
-                await server._send_packet(eio_sid, ack)
+            refusal = "event_reserved"
+        if refusal is not None:
+            await self.ack(eio_sid, id, self.on_refused(sid, data[0], refusal), namespace)
             return None
         _ack_requested.set(id is not None)
         return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+
+    async def ack(
+        self, eio_sid: str, id: int | None, answer: dict[str, Any], namespace: str = "/"
+    ) -> None:
+        """Answer a browser event's ack, if it asked for one, without its handler."""
+        if id is not None:
+            ack = self.packet_class(packet.ACK, namespace=namespace, id=id, data=[answer])
+            await self._send_packet(eio_sid, ack)
 
 
 def _origins(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], bool]:
@@ -305,9 +309,7 @@ class Downstream:
         found = event_packet(packet)
         event, ack_id = (found[0], found[1]) if found else ("other", None)
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
-        answer = self._refuse(event, "payload_too_deep", sid)
-        if ack_id is not None:
-            await self.sio.eio.send(eio_sid, f"3{ack_id}{jsonwire.dumps([answer])}")
+        await self.sio.ack(eio_sid, ack_id, self._refuse(event, "payload_too_deep", sid))
 
     def _rate_allows(self, sid: str) -> bool:
         if self.rate_limit.allow(sid):

@@ -65,18 +65,14 @@ class JoinDriver:
     def undecodable(self, packet: str) -> None:
         """A backend packet too deeply nested to decode: forwarded as it came, counted."""
         found = event_packet(packet)
-        if found is None:
-            log.warning("payload_rejected", reason="undecodable", length=len(packet))
-            self._metrics.payload_rejected("other", "undecodable")
+        if found is None:  # not an event of namespace "/": nothing a browser would get
+            fields = {"upstream_event": "other", "reason": "undecodable", "length": len(packet)}
+            self._note(Note("payload_rejected", fields))
             return
         event, _, raw = found
         self._metrics.events_received.labels(event_label(event)).inc()
-        self._note(
-            Note(
-                "payload_rejected",
-                {"upstream_event": event, "reason": "too_deep", "forwarded": "as_it_came"},
-            )
-        )
+        fields = {"upstream_event": event, "reason": "too_deep", "forwarded": "as_it_came"}
+        self._note(Note("payload_rejected", fields))
         self._emits.put_nowait(Emit(event, (), raw=raw))
 
     def announce(self, event: str, payload: dict[str, Any]) -> None:

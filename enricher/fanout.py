@@ -4,8 +4,9 @@ python-socketio sends a broadcast through one asyncio task per recipient, which 
 packet on the socket's engine.io queue and wakes the socket's writer task, which frames and
 writes it. A server-to-client text frame is the same bytes for every recipient, so this
 module builds it once and writes it straight to each socket's transport when nothing is
-waiting in front of it on that socket: its queue is empty, its writer is not in the middle
-of a send, and its transport's buffer is below :data:`WRITE_BUFFER_LIMIT`. Every other
+waiting in front of it on that socket: nothing queued for it is still unwritten (see
+:class:`_Queued`), its writer is not in the middle of a send, and its transport's buffer
+is below :data:`WRITE_BUFFER_LIMIT`. Every other
 recipient (polling, upgrading, busy, slow) takes python-socketio's own path, so the order of
 events on each socket is kept.
 
