@@ -537,25 +537,23 @@ def scrape(admin_url: str) -> Json:
         "emit_seconds": {},
     }
     for line in text.splitlines():
-        if line.startswith("enricher_snapshots_total{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            key = labels.get("enrichment", "?") + (
-                f"/{labels['reason']}" if labels.get("reason") else ""
-            )
-            out["snapshots"][key] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("enricher_state_entries{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            out["state_entries"][labels.get("table", "?")] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("enricher_duplicates_suppressed_total{"):
-            out["duplicates_suppressed"] += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(("enricher_emit_duration_seconds_sum{", "enricher_emit_duration_seconds_count{")):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            kind = "sum" if "_sum{" in line else "count"
+        if not line.startswith("enricher_") or "{" not in line:
+            continue
+        name = line[: line.index("{")]
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        value = float(line.rsplit(" ", 1)[1])
+        if name == "enricher_snapshots_total":
+            reason = f"/{labels['reason']}" if labels.get("reason") else ""
+            out["snapshots"][labels.get("enrichment", "?") + reason] = value
+        elif name == "enricher_state_entries":
+            out["state_entries"][labels.get("table", "?")] = value
+        elif name == "enricher_duplicates_suppressed_total":
+            out["duplicates_suppressed"] += value
+        elif name in ("enricher_emit_duration_seconds_sum", "enricher_emit_duration_seconds_count"):
             slot = out["emit_seconds"].setdefault(labels.get("event", "?"), {})
-            slot[kind] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("enricher_deliveries_total{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            out["deliveries"][labels.get("path", "?")] = float(line.rsplit(" ", 1)[1])
+            slot[name.rsplit("_", 1)[1]] = value
+        elif name == "enricher_deliveries_total":
+            out["deliveries"][labels.get("path", "?")] = value
     return out
 
 
