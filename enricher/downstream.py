@@ -23,9 +23,10 @@ from socketio import packet
 from . import jsonwire
 from .fanout import BroadcastManager, websocket_class
 from .join import Emit
+from .jsonwire import event_packet
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
-from .upstream import UpstreamUnavailable, as_socketio_data, event_packet
+from .upstream import UpstreamUnavailable, as_socketio_data
 
 log = structlog.get_logger("enricher.downstream")
 

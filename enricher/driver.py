@@ -14,8 +14,8 @@ import structlog
 
 from .backend import FetchRoom
 from .join import Action, Emit, Fetch, Join, Note
+from .jsonwire import event_packet
 from .metrics import Metrics, event_label
-from .upstream import event_packet
 
 log = structlog.get_logger("enricher.join")
 

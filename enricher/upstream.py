@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -21,23 +20,6 @@ from . import jsonwire
 from .config import UpstreamSettings
 
 log = structlog.get_logger("enricher.upstream")
-
-# A Socket.IO EVENT packet of namespace "/": its ack id (if any) and its event name.
-_EVENT_PACKET = re.compile(r'2(\d*)\[\s*"((?:[^"\\]|\\.)*)"')
-
-
-def event_packet(text: str) -> tuple[str, int | None, str] | None:
-    """An EVENT packet of namespace ``/`` read without decoding its arguments: its event
-    name, its ack id, and the packet without the ack id; None for anything else."""
-    match = _EVENT_PACKET.match(text)
-    if match is None:
-        return None
-    try:
-        name = jsonwire.loads(f'"{match.group(2)}"')
-    except ValueError:
-        return None
-    ack_id = int(match.group(1)) if match.group(1) else None
-    return str(name), ack_id, "2" + text[1 + len(match.group(1)) :]
 
 
 class _Client(socketio.AsyncClient):  # type: ignore[misc]
