@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 import signal
 import socket
@@ -14,6 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from .access import RoomAccess, make_gate
 from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings, split_address
 from .downstream import RESYNC, Downstream
@@ -46,6 +48,16 @@ def _bind(address: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
+
+
+def _loopback(address: str) -> bool:
+    host, _ = split_address(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
@@ -113,6 +125,12 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_queued_events=settings.websocket.max_queued_events,
             client_event_rate=settings.client_event_rate,
             client_event_burst=settings.client_event_burst,
+            gate=make_gate(settings.auth, session),
+            room_access=RoomAccess(
+                session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
+            )
+            if settings.auth.room_check
+            else None,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         public, public_port = await _site(downstream.app, settings.listen)
@@ -135,7 +153,16 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             admin_port=admin_port,
             upstream=settings.upstream.url,
             new_room_mode=settings.new_room_mode.value,
+            auth_mode=settings.auth.mode,
         )
+        if settings.auth.mode == "none" and not _loopback(settings.listen):
+            log.warning(
+                "browsers_unauthenticated",
+                listen=settings.listen,
+                hint="auth.mode is none: anyone who reaches this address gets every event "
+                "the backend broadcasts. Set auth.mode to jwt or backend, or listen on "
+                "loopback behind something that authenticates.",
+            )
         tasks = [asyncio.create_task(driver.run()), asyncio.create_task(upstream.run())]
         try:
             yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)

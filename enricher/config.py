@@ -7,7 +7,15 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,6 +101,62 @@ class WebSocketSettings(_Section):
     max_queued_events: Annotated[int, Field(ge=1)] = 1000
 
 
+JwtAlgorithm = Literal[
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+]
+
+
+class JwtSettings(_Section):
+    algorithms: list[JwtAlgorithm] = Field(["HS256"], min_length=1)
+    secret: SecretStr | None = None
+    public_key: str | None = None
+    jwks_url: Url | None = None
+    jwks_cache: Seconds = 300.0
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: Annotated[float, Field(ge=0)] = 5.0
+    require_expiry: bool = True
+
+    def problem(self) -> str | None:
+        """What keeps these settings from checking a token, if anything."""
+        hmac = {a.startswith("HS") for a in self.algorithms}
+        if len(hmac) > 1:
+            return "auth.jwt.algorithms: HS* and public-key algorithms cannot be mixed"
+        if hmac == {True} and self.secret is None:
+            return "HS* algorithms need auth.jwt.secret"
+        if hmac == {False} and not (self.public_key or self.jwks_url):
+            return "public-key algorithms need auth.jwt.public_key or auth.jwt.jwks_url"
+        return None
+
+
+class AuthSettings(_Section):
+    mode: Literal["none", "jwt", "backend"] = "none"
+    jwt: JwtSettings = JwtSettings()
+    backend_url: Url | None = None
+    timeout: Seconds = 2.0
+    cache_ttl: Seconds = 10.0
+    room_check: bool = False
+
+    @model_validator(mode="after")
+    def _mode_has_what_it_needs(self) -> AuthSettings:
+        problem = self.jwt.problem() if self.mode == "jwt" else None
+        if problem:
+            raise ValueError(f"mode jwt: {problem}")
+        if self.mode == "backend" and self.backend_url is None:
+            raise ValueError("mode backend needs auth.backend_url")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -119,6 +183,8 @@ class Settings(BaseSettings):
     client_events: list[str] | Literal["*"] = "*"
     client_event_rate: Annotated[float, Field(ge=0)] = 20.0
     client_event_burst: Annotated[int, Field(ge=1)] = 40
+    client_event_upstream: Literal["shared", "per_browser"] = "shared"
+    auth: AuthSettings = AuthSettings()
     websocket: WebSocketSettings = WebSocketSettings()
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()

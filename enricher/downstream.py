@@ -21,6 +21,7 @@ from aiohttp import web
 from socketio import packet
 
 from . import jsonwire
+from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess
 from .fanout import BroadcastManager, websocket_class
 from .join import Emit
 from .jsonwire import event_packet
@@ -43,6 +44,10 @@ RESERVED_EVENTS = frozenset(
 _ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "ack_requested", default=False
 )
+# The credentials and admission of the browser being connected, for its connect handler.
+_admitted: contextvars.ContextVar[tuple[Credentials, Admission]] = contextvars.ContextVar(
+    "admitted"
+)
 
 
 class BackendPort(Protocol):
@@ -60,6 +65,21 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     on_undecodable: Callable[[str, str], Awaitable[None]]
     on_refused: Callable[[str, Any, str], dict[str, Any]]
     rate_allows: Callable[[str], bool]
+    admit: Callable[[str, Any], Awaitable[tuple[Credentials, Admission]]]
+
+    async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
+        # Checked before python-socketio registers the socket: once registered, even while
+        # its connect handler runs, it is part of every broadcast.
+        try:
+            _admitted.set(await self.admit(eio_sid, data))
+        except Refused as exc:
+            refusal = {"message": "unauthorized", "data": {"reason": exc.reason}}
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace or "/"),
+            )
+            return None
+        return await super()._handle_connect(eio_sid, namespace, data)
 
     async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
         try:
@@ -192,6 +212,8 @@ class Downstream:
         max_queued_events: int = 1000,
         client_event_rate: float = 0.0,
         client_event_burst: int = 1,
+        gate: Gate | None = None,
+        room_access: RoomAccess | None = None,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -202,6 +224,10 @@ class Downstream:
         )
         self.accepting = True
         self.membership = RoomMembership()
+        self._gate = gate or OpenGate()
+        self._room_access = room_access
+        self._credentials: dict[str, Credentials] = {}
+        self._expiries: dict[str, asyncio.TimerHandle] = {}
         websocket = websocket_class(compress=compression)
         self.sio = _Server(
             async_mode="aiohttp",
@@ -230,6 +256,7 @@ class Downstream:
         self.sio.on_undecodable = self._undecodable
         self.sio.on_refused = lambda sid, event, reason: self._refuse(str(event), reason, sid)
         self.sio.rate_allows = self._rate_allows
+        self.sio.admit = self._admit
         self._limited: set[str] = set()
 
     async def emit(self, action: Emit) -> None:
@@ -255,17 +282,53 @@ class Downstream:
         if self.sio.eio.sockets:
             await self.sio.eio.disconnect()
 
+    async def _admit(self, eio_sid: str, auth: Any) -> tuple[Credentials, Admission]:
+        """Check a connecting browser's credentials; raises :class:`Refused`."""
+        environ = self.sio.environ.get(eio_sid, {})
+        credentials = Credentials.from_handshake(environ, auth)
+        try:
+            admission = await self._gate.admit(credentials)
+        except Refused as exc:
+            log.warning("browser_refused", reason=exc.reason, remote=environ.get("REMOTE_ADDR"))
+            self._metrics.browser_admissions.labels(exc.reason).inc()
+            raise
+        self._metrics.browser_admissions.labels("admitted").inc()
+        return credentials, admission
+
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if not self.accepting:
             raise socketio.exceptions.ConnectionRefusedError("shutting_down")
+        credentials, admission = _admitted.get()
+        self._credentials[sid] = credentials
+        if admission.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            self._expiries[sid] = loop.call_later(
+                max(0.0, admission.expires_at - time.time()),
+                lambda: asyncio.ensure_future(self._expire(sid)),
+            )
         self._metrics.browsers.inc()
         log.debug("browser_connected", sid=sid, remote=environ.get("REMOTE_ADDR"))
+
+    async def _expire(self, sid: str) -> None:
+        """A browser whose credentials expired: its connection is closed (engine.io level,
+        so socket.io-client reconnects, presenting its credentials again)."""
+        self._expiries.pop(sid, None)
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return
+        log.info("browser_credentials_expired", sid=sid)
+        self._metrics.browsers_dropped.labels("credentials_expired").inc()
+        await self.sio.eio.disconnect(eio_sid)
 
     async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         self._metrics.browsers.dec()
         log.debug("browser_disconnected", sid=sid, reason=str(reason))
         self.rate_limit.forget(sid)
         self._limited.discard(sid)
+        self._credentials.pop(sid, None)
+        expiry = self._expiries.pop(sid, None)
+        if expiry is not None:
+            expiry.cancel()
         for room_id in self.membership.drop(sid):
             await self._backend_room(ROOM_LEAVE, room_id)
 
@@ -287,6 +350,13 @@ class Downstream:
             room_id = self._room_of(args)
         except Rejected as exc:
             return self._refuse(ROOM_JOIN, exc.reason, sid)
+        if self._room_access is not None:
+            try:
+                await self._room_access.check(self._credentials.get(sid, Credentials()), room_id)
+            except Refused as exc:
+                return self._refuse(ROOM_JOIN, exc.reason, sid)
+            if sid not in self._credentials:  # it left while the backend was asked
+                return {"error": "disconnected", "event": ROOM_JOIN}
         await self.sio.enter_room(sid, f"room:{room_id}")
         self._metrics.client_events.labels(ROOM_JOIN, "handled").inc()
         if self.membership.join(sid, room_id):

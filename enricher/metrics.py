@@ -194,8 +194,23 @@ class Metrics:
         self.browsers_dropped = Counter(
             "enricher_browsers_dropped",
             "Browsers disconnected by enricher, by reason: 'backlog' (it stopped reading and "
-            "websocket.max_queued_events events waited for it).",
+            "websocket.max_queued_events events waited for it), 'credentials_expired' (its "
+            "token's expiry passed; it reconnects with its credentials checked again).",
             ["reason"],
+            registry=registry,
+        )
+        self.browser_admissions = Counter(
+            "enricher_browser_admissions",
+            "Browser connections checked by auth.mode: 'admitted', or the reason of the "
+            "refusal (token_missing, token_invalid, token_expired, token_audience, "
+            "token_issuer, jwks_unavailable, credentials_missing, backend_refused, "
+            "auth_unavailable).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.backend_connections = Gauge(
+            "enricher_browser_upstream_connections",
+            "Backend connections opened for browsers (client_event_upstream: per_browser).",
             registry=registry,
         )
         self._direct = self.deliveries.labels("direct")

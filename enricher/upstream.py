@@ -204,6 +204,8 @@ class Upstream:
         self._stopping = True
         if self.client.connected:
             await self.client.disconnect()
+        else:  # stopped in the middle of a connection attempt: leave nothing half open
+            await self._abandon_attempt()
 
     async def emit(self, event: str, args: tuple[Any, ...]) -> None:
         """Send an event to the backend; raises :class:`UpstreamUnavailable` when down."""

@@ -10,8 +10,8 @@ ROOT = Path(__file__).parents[2]
 def _dotted(values: dict[str, object], prefix: str = "") -> list[str]:
     names = []
     for key, value in values.items():
-        if isinstance(value, dict) and key in Settings.model_fields and value:
-            names += _dotted(value, f"{key}.")
+        if isinstance(value, dict) and value:  # a section (maps that are values are empty)
+            names += _dotted(value, f"{prefix}{key}.")
         else:
             names.append(prefix + key)
     return names

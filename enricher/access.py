@@ -1,0 +1,247 @@
+"""Who may connect, and to which room: the browsers' credentials checked at the edge.
+
+A browser presents credentials in its handshake, as it did to the backend: a cookie, an
+``Authorization`` header, or socket.io-client's ``auth: {token}``. A *gate* admits or
+refuses the socket before it is part of any broadcast (``none`` admits everyone, ``jwt``
+checks a JSON Web Token, ``backend`` asks a backend endpoint); :class:`RoomAccess` asks
+the backend whether those credentials may read a room before a ``room:join``.
+Credentials are forwarded as they came and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+import aiohttp
+import jwt
+import structlog
+from cachetools import TTLCache
+
+from .config import AuthSettings
+
+log = structlog.get_logger("enricher.access")
+
+# The handshake headers that carry a browser's credentials, as WSGI environ keys.
+_CREDENTIAL_HEADERS = {"Cookie": "HTTP_COOKIE", "Authorization": "HTTP_AUTHORIZATION"}
+_CACHE_SIZE = 10_000
+
+
+class Refused(Exception):
+    """A browser, or one of its requests, that is not let through; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a browser presented when it connected."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)  # Cookie, Authorization
+    token: str | None = None  # auth.token, else the Bearer header, else ?token=
+    auth: Any = None  # socket.io-client's ``auth`` option, as sent
+    query: Mapping[str, str] = field(default_factory=dict)  # the handshake's own parameters
+
+    @classmethod
+    def from_handshake(cls, environ: Mapping[str, Any], auth: Any) -> Credentials:
+        headers = {
+            name: environ[key] for name, key in _CREDENTIAL_HEADERS.items() if key in environ
+        }
+        query = {
+            name: values[0]
+            for name, values in parse_qs(environ.get("QUERY_STRING", "")).items()
+            if name not in ("EIO", "transport", "sid", "t", "j", "b64")
+        }
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            scheme, _, value = headers.get("Authorization", "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+        if token is None:
+            token = query.get("token") or None
+        return cls(headers=headers, token=token, auth=auth, query=query)
+
+    def forwarded(self) -> dict[str, str]:
+        """The headers that carry these credentials to the backend: the browser's cookie
+        and ``Authorization``, or its ``auth.token`` as a Bearer token."""
+        headers = dict(self.headers)
+        if "Authorization" not in headers and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def fingerprint(self) -> str:
+        """A digest that tells credentials apart, for caching answers about them."""
+        text = "\n".join(f"{k}: {v}" for k, v in sorted(self.forwarded().items()))
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted browser: until when its credentials hold (epoch seconds), if they expire."""
+
+    expires_at: float | None = None
+
+
+class Gate(Protocol):
+    """Admits a browser at connect, or raises :class:`Refused`."""
+
+    async def admit(self, credentials: Credentials) -> Admission: ...
+
+
+class OpenGate:
+    """``auth.mode: none``: every browser is admitted, as by the backend's own socket."""
+
+    async def admit(self, credentials: Credentials) -> Admission:
+        return Admission()
+
+
+class JwtGate:
+    """``auth.mode: jwt``: a signed token with the configured audience and issuer, and an
+    expiry (the browser is disconnected when it passes)."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        jwt_settings = settings.jwt
+        secret = jwt_settings.secret
+        self._algorithms = list(jwt_settings.algorithms)
+        self._key = secret.get_secret_value() if secret else jwt_settings.public_key
+        self._jwks = (
+            jwt.PyJWKClient(
+                jwt_settings.jwks_url,
+                cache_keys=True,
+                lifespan=int(jwt_settings.jwks_cache),
+                timeout=int(max(1, settings.timeout)),
+            )
+            if jwt_settings.jwks_url
+            else None
+        )
+        self._audience = jwt_settings.audience
+        self._issuer = jwt_settings.issuer
+        self._leeway = jwt_settings.leeway
+        self._required = ["exp"] if jwt_settings.require_expiry else []
+
+    async def admit(self, credentials: Credentials) -> Admission:
+        token = credentials.token
+        if not token:
+            raise Refused("token_missing")
+        try:
+            key: Any = self._key
+            if self._jwks is not None:
+                # PyJWKClient fetches with urllib: off the loop. It caches the key set.
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": self._required, "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Refused("token_expired") from None
+        except jwt.InvalidAudienceError:
+            raise Refused("token_audience") from None
+        except jwt.InvalidIssuerError:
+            raise Refused("token_issuer") from None
+        except jwt.PyJWKClientConnectionError:
+            raise Refused("jwks_unavailable") from None
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError):
+            raise Refused("token_invalid") from None
+        expires = claims.get("exp")
+        return Admission(
+            float(expires) + self._leeway if isinstance(expires, int | float) else None
+        )
+
+
+class BackendGate:
+    """``auth.mode: backend``: the browser's credentials are sent to a backend endpoint;
+    a 2xx admits it. Answers are cached for ``cache_ttl`` seconds per credentials."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: AuthSettings) -> None:
+        assert settings.backend_url is not None  # the settings check it for this mode
+        self._session = session
+        self._url = settings.backend_url
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._answers: TTLCache[str, bool] = TTLCache(_CACHE_SIZE, settings.cache_ttl)
+
+    async def admit(self, credentials: Credentials) -> Admission:
+        headers = credentials.forwarded()
+        if not headers:
+            raise Refused("credentials_missing")
+        key = credentials.fingerprint()
+        allowed = self._answers.get(key)
+        if allowed is None:
+            allowed = await _ask(self._session, self._url, headers, self._timeout, "auth")
+            self._answers[key] = allowed
+        if not allowed:
+            raise Refused("backend_refused")
+        return Admission()
+
+
+class RoomAccess:
+    """Whether a browser may read a room: ``GET /rooms/<id>`` with its own credentials.
+
+    A 2xx allows it; any other answer refuses it; no answer refuses it too (the room is
+    the backend's to open). Answers are cached per credentials and room.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        room_url: Callable[[str], str],
+        timeout: float,
+        cache_ttl: float,
+    ) -> None:
+        self._session = session
+        self._room_url = room_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._answers: TTLCache[tuple[str, str], bool] = TTLCache(_CACHE_SIZE, cache_ttl)
+
+    async def check(self, credentials: Credentials, room_id: str) -> None:
+        """Return if the browser may join ``room_id``; raise :class:`Refused` if not."""
+        key = (credentials.fingerprint(), room_id)
+        allowed = self._answers.get(key)
+        if allowed is None:
+            allowed = await _ask(
+                self._session,
+                self._room_url(room_id),
+                credentials.forwarded(),
+                self._timeout,
+                "room_access",
+            )
+            self._answers[key] = allowed
+        if not allowed:
+            raise Refused("room_forbidden")
+
+
+async def _ask(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    timeout: aiohttp.ClientTimeout,
+    what: str,
+) -> bool:
+    """Whether the backend answers 2xx to a GET with these credentials; raises
+    :class:`Refused` (``<what>_unavailable``) when it does not answer at all."""
+    try:
+        async with session.get(
+            url, headers=headers, timeout=timeout, allow_redirects=False
+        ) as response:
+            return 200 <= response.status < 300
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        log.warning(f"{what}_unavailable", error=str(exc) or type(exc).__name__)
+        raise Refused(f"{what}_unavailable") from None
+
+
+def make_gate(settings: AuthSettings, session: aiohttp.ClientSession) -> Gate:
+    """The gate ``settings.mode`` names."""
+    if settings.mode == "jwt":
+        return JwtGate(settings)
+    if settings.mode == "backend":
+        return BackendGate(session, settings)
+    return OpenGate()

@@ -1,0 +1,260 @@
+"""Edge authentication and room access, against real python-socketio browsers and a real
+aiohttp backend (its REST, its auth endpoint, its key set)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+import socketio
+import structlog
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from enricher.app import Running, running
+from enricher.config import load_settings
+
+from .conftest import BrowserClient, StubBackend
+
+SECRET = "a-test-secret-of-at-least-32-bytes!"
+
+
+def token(**claims: Any) -> str:
+    return jwt.encode({"exp": int(time.time()) + 300, **claims}, SECRET, algorithm="HS256")
+
+
+@contextlib.asynccontextmanager
+async def proxy_for(backend: StubBackend, **settings: Any) -> AsyncIterator[Running]:
+    loaded = load_settings(
+        None,
+        **{
+            "upstream.url": backend.url,
+            "listen": "127.0.0.1:0",
+            "admin_listen": "127.0.0.1:0",
+            **settings,
+        },
+    )
+    async with running(loaded) as proxy:
+        await asyncio.wait_for(backend.connections.get(), 10)
+        yield proxy
+
+
+async def connect(
+    proxy: Running, *, auth: Any = None, headers: dict[str, str] | None = None, query: str = ""
+) -> tuple[BrowserClient, Any]:
+    """A browser that tried to connect: itself, and the refusal's data if it was refused."""
+    browser = BrowserClient()
+    refusals: asyncio.Queue[Any] = asyncio.Queue()
+    browser.sio.on("connect_error", refusals.put_nowait)
+    try:
+        await browser.sio.connect(
+            f"http://127.0.0.1:{proxy.public_port}{query}",
+            auth=auth,
+            headers=headers or {},
+            transports=["websocket"],
+            wait_timeout=5,
+        )
+    except socketio.exceptions.ConnectionError:
+        return browser, await asyncio.wait_for(refusals.get(), 5)
+    return browser, None
+
+
+JWT = {"auth.mode": "jwt", "auth.jwt": {"secret": SECRET, "audience": "crm", "issuer": "login"}}
+
+
+async def test_jwt_admits_valid_tokens_however_presented(backend: StubBackend) -> None:
+    good = token(aud="crm", iss="login")
+    async with proxy_for(backend, **JWT) as proxy:
+        ways = [
+            await connect(proxy, auth={"token": good}),
+            await connect(proxy, headers={"Authorization": f"Bearer {good}"}),
+            await connect(proxy, query=f"?token={good}"),
+        ]
+        assert [refusal for _, refusal in ways] == [None, None, None]
+        await backend.sio.emit("hello", "agents")
+        for browser, _ in ways:
+            assert await browser.next("hello") == ("hello", ("agents",))
+            await browser.sio.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("auth", "reason"),
+    [
+        (None, "token_missing"),
+        ({"token": "not.a.jwt"}, "token_invalid"),
+        (
+            {"token": jwt.encode({"exp": 2**40}, "another-secret-of-32-bytes-or-more!")},
+            "token_invalid",
+        ),
+        ({"token": token(aud="crm", iss="login", exp=int(time.time()) - 60)}, "token_expired"),
+        ({"token": token(aud="billing", iss="login")}, "token_audience"),
+        ({"token": token(aud="crm", iss="someone-else")}, "token_issuer"),
+        ({"token": jwt.encode({"aud": "crm", "iss": "login"}, SECRET)}, "token_invalid"),
+    ],
+    ids=["missing", "garbage", "wrong_key", "expired", "audience", "issuer", "no_expiry"],
+)
+async def test_jwt_refuses_at_connect_with_the_reason(
+    backend: StubBackend, auth: Any, reason: str
+) -> None:
+    async with proxy_for(backend, **JWT) as proxy:
+        _, refusal = await connect(proxy, auth=auth)
+        assert refusal == {"message": "unauthorized", "data": {"reason": reason}}
+        metrics = proxy.metrics.registry.get_sample_value
+        assert metrics("enricher_browser_admissions_total", {"outcome": reason}) == 1
+
+
+async def test_jwt_with_a_key_set_url_and_rs256(backend: StubBackend, aiohttp_server: Any) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+
+    async def key_set(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [{**jwk, "kid": "k1", "use": "sig"}]})
+
+    keys = web.Application()
+    keys.router.add_get("/jwks.json", key_set)
+    key_server = await aiohttp_server(keys)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    signed = jwt.encode(
+        {"exp": int(time.time()) + 60}, pem, algorithm="RS256", headers={"kid": "k1"}
+    )
+    forged = jwt.encode({"exp": int(time.time()) + 60}, SECRET, headers={"kid": "k1"})
+    settings = {
+        "auth.mode": "jwt",
+        "auth.jwt": {
+            "algorithms": ["RS256"],
+            "jwks_url": f"http://127.0.0.1:{key_server.port}/jwks.json",
+        },
+    }
+    async with proxy_for(backend, **settings) as proxy:
+        browser, refusal = await connect(proxy, auth={"token": signed})
+        assert refusal is None
+        _, refusal = await connect(proxy, auth={"token": forged})
+        assert refusal["data"] == {"reason": "token_invalid"}
+        await browser.sio.disconnect()
+
+
+async def test_an_expired_token_is_disconnected(backend: StubBackend) -> None:
+    settings = {"auth.mode": "jwt", "auth.jwt": {"secret": SECRET, "leeway": 0}}
+    async with proxy_for(backend, **settings) as proxy:
+        short = jwt.encode({"exp": int(time.time()) + 2}, SECRET)
+        browser, refusal = await connect(proxy, auth={"token": short})
+        assert refusal is None
+        gone = asyncio.Event()
+        browser.sio.on("disconnect", lambda reason=None: gone.set())
+        await asyncio.wait_for(gone.wait(), 10)
+        dropped = proxy.metrics.registry.get_sample_value(
+            "enricher_browsers_dropped_total", {"reason": "credentials_expired"}
+        )
+        assert dropped == 1 and not proxy.downstream.sio.eio.sockets
+
+
+async def test_a_refused_socket_receives_nothing_while_it_is_checked(
+    backend: StubBackend, aiohttp_server: Any
+) -> None:
+    """Broadcasts sent while the backend decides about a socket never reach it."""
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def check(request: web.Request) -> web.Response:
+        if request.headers.get("Cookie") == "session=good":
+            return web.Response(status=204)
+        asked.set()
+        await answer.wait()
+        return web.Response(status=401)
+
+    auth_app = web.Application()
+    auth_app.router.add_get("/auth/check", check)
+    auth_server = await aiohttp_server(auth_app)
+    settings = {
+        "auth.mode": "backend",
+        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/auth/check",
+    }
+    async with proxy_for(backend, **settings) as proxy, aiohttp.ClientSession() as http:
+        agent, refusal = await connect(proxy, headers={"Cookie": "session=good"})
+        assert refusal is None
+        url = f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=websocket"
+        async with http.ws_connect(url, headers={"Cookie": "session=stolen"}) as raw:
+            assert (await raw.receive_str()).startswith("0")  # engine.io open
+            await raw.send_str('40{"token":"guess"}')
+            await asyncio.wait_for(asked.wait(), 5)
+            await backend.new_customer("r1", "6281", "Budi", "private customer message")
+            await agent.next("new_message")  # broadcast while the socket was being checked
+            answer.set()
+            refused = await asyncio.wait_for(raw.receive_str(), 5)
+            assert refused == '44{"message":"unauthorized","data":{"reason":"backend_refused"}}'
+            await raw.send_str("40")  # ask again: what was sent to it before is now in front
+            assert await asyncio.wait_for(raw.receive_str(), 5) == refused
+        await agent.sio.disconnect()
+
+
+async def test_backend_mode_forwards_credentials_and_caches_the_answer(
+    backend: StubBackend, aiohttp_server: Any
+) -> None:
+    seen: list[dict[str, str]] = []
+
+    async def check(request: web.Request) -> web.Response:
+        seen.append({k: v for k, v in request.headers.items() if k in ("Cookie", "Authorization")})
+        good = request.headers.get("Authorization") == "Bearer agent-7"
+        return web.Response(status=200 if good else 403)
+
+    auth_app = web.Application()
+    auth_app.router.add_get("/me", check)
+    auth_server = await aiohttp_server(auth_app)
+    settings = {
+        "auth.mode": "backend",
+        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/me",
+    }
+    async with proxy_for(backend, **settings) as proxy:
+        first, refusal = await connect(proxy, auth={"token": "agent-7"}, headers={"Cookie": "s=1"})
+        assert refusal is None
+        second, refusal = await connect(proxy, auth={"token": "agent-7"}, headers={"Cookie": "s=1"})
+        assert refusal is None
+        assert seen == [{"Cookie": "s=1", "Authorization": "Bearer agent-7"}]  # asked once
+        _, refusal = await connect(proxy, auth={"token": "intruder"})
+        assert refusal["data"] == {"reason": "backend_refused"}
+        _, refusal = await connect(proxy)
+        assert refusal["data"] == {"reason": "credentials_missing"}
+        await auth_server.close()
+        _, refusal = await connect(proxy, auth={"token": "agent-8"})
+        assert refusal["data"] == {"reason": "auth_unavailable"}
+        for browser in (first, second):
+            await browser.sio.disconnect()
+
+
+async def test_room_join_is_checked_with_the_browsers_credentials(backend: StubBackend) -> None:
+    backend.rest_allows = lambda headers: headers.get("Authorization") == "Bearer owner"
+    backend.data.add_room("r1", "6281", "Budi").created = True
+    async with proxy_for(backend, **{"auth.room_check": True}) as proxy:
+        owner, _ = await connect(proxy, auth={"token": "owner"})
+        other, _ = await connect(proxy, auth={"token": "other"})
+        answer = await owner.sio.call("room:join", {"room_id": "r1"}, timeout=5)
+        assert answer == {"ok": True, "room_id": "r1"}
+        answer = await other.sio.call("room:join", {"room_id": "r1"}, timeout=5)
+        assert answer == {"error": "room_forbidden", "event": "room:join"}
+        await backend.message("r1", "for the owner only")
+        assert (await owner.next("room:new_message"))[1][0]["content_text"] == "for the owner only"
+        await other.sio.call("echo", "flush", timeout=5)  # anything sent before is in front
+        received = [other.events.get_nowait()[0] for _ in range(other.events.qsize())]
+        assert "room:new_message" not in received
+        for browser in (owner, other):
+            await browser.sio.disconnect()
+
+
+async def test_auth_none_warns_when_listening_beyond_loopback(backend: StubBackend) -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with proxy_for(backend, listen="0.0.0.0:0"):
+            pass
+        async with proxy_for(backend, listen="127.0.0.1:0"):
+            pass
+    starts = [e for e in logs if e["event"] in ("listening", "browsers_unauthenticated")]
+    assert [e["event"] for e in starts] == ["listening", "browsers_unauthenticated", "listening"]
