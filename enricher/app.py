@@ -23,7 +23,7 @@ from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
-from .upstream import Upstream
+from .upstream import BrowserConnections, Upstream
 
 log = structlog.get_logger("enricher")
 
@@ -130,6 +130,11 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
             )
             if settings.auth.room_check
+            else None,
+            browser_connections=BrowserConnections(
+                settings.upstream, metrics.browser_upstream_connections.set
+            )
+            if settings.client_event_upstream == "per_browser"
             else None,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)

@@ -117,7 +117,7 @@ JwtAlgorithm = Literal[
 
 
 class JwtSettings(_Section):
-    algorithms: list[JwtAlgorithm] = Field(["HS256"], min_length=1)
+    algorithms: Annotated[list[JwtAlgorithm], Field(min_length=1)] = ["HS256"]
     secret: SecretStr | None = None
     public_key: str | None = None
     jwks_url: Url | None = None

@@ -27,7 +27,7 @@ from .join import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
-from .upstream import UpstreamUnavailable, as_socketio_data
+from .upstream import BrowserConnections, UpstreamRefused, UpstreamUnavailable, as_socketio_data
 
 log = structlog.get_logger("enricher.downstream")
 
@@ -214,6 +214,7 @@ class Downstream:
         client_event_burst: int = 1,
         gate: Gate | None = None,
         room_access: RoomAccess | None = None,
+        browser_connections: BrowserConnections | None = None,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -226,6 +227,7 @@ class Downstream:
         self.membership = RoomMembership()
         self._gate = gate or OpenGate()
         self._room_access = room_access
+        self._own_connections = browser_connections
         self._credentials: dict[str, Credentials] = {}
         self._expiries: dict[str, asyncio.TimerHandle] = {}
         websocket = websocket_class(compress=compression)
@@ -281,6 +283,8 @@ class Downstream:
         self.accepting = False
         if self.sio.eio.sockets:
             await self.sio.eio.disconnect()
+        if self._own_connections is not None:
+            await self._own_connections.close_all()
 
     async def _admit(self, eio_sid: str, auth: Any) -> tuple[Credentials, Admission]:
         """Check a connecting browser's credentials; raises :class:`Refused`."""
@@ -318,7 +322,12 @@ class Downstream:
             return
         log.info("browser_credentials_expired", sid=sid)
         self._metrics.browsers_dropped.labels("credentials_expired").inc()
+        engine_socket = self.sio.eio.sockets.get(eio_sid)
         await self.sio.eio.disconnect(eio_sid)
+        if engine_socket is not None and engine_socket.upgraded:
+            # python-engineio's WebSocket writer closes the WebSocket only when its queue
+            # says so; socket.io-client's WebSocket transport ignores the CLOSE packet.
+            engine_socket.queue.put_nowait(None)
 
     async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         self._metrics.browsers.dec()
@@ -326,6 +335,8 @@ class Downstream:
         self.rate_limit.forget(sid)
         self._limited.discard(sid)
         self._credentials.pop(sid, None)
+        if self._own_connections is not None:
+            await self._own_connections.close(sid)
         expiry = self._expiries.pop(sid, None)
         if expiry is not None:
             expiry.cancel()
@@ -402,14 +413,30 @@ class Downstream:
         if self._allowed is not None and event not in self._allowed:
             return self._refuse(event, "event_not_allowed", sid)
         try:
-            if _ack_requested.get():
-                answer = await self._backend.call(event, args, self._ack_timeout)
-            else:
-                await self._backend.emit(event, args)
-                answer = None
+            answer = await self._forward(sid, event, args)
+        except UpstreamRefused:
+            return self._refuse(event, "upstream_refused", sid)
         except UpstreamUnavailable:
             return self._refuse(event, "upstream_unavailable", sid)
         except TimeoutError:
             return self._refuse(event, "ack_timeout", sid)
         self._metrics.client_events.labels(event_label(event), "forwarded").inc()
         return answer
+
+    async def _forward(self, sid: str, event: str, args: tuple[Any, ...]) -> Any:
+        """A browser's event to the backend, on the shared connection or its own; the
+        backend's ack if the browser asked for one."""
+        ack = _ack_requested.get()
+        own = self._own_connections
+        if own is None:
+            if ack:
+                return await self._backend.call(event, args, self._ack_timeout)
+            await self._backend.emit(event, args)
+            return None
+        credentials = self._credentials.get(sid)
+        if credentials is None:  # it left meanwhile
+            raise UpstreamUnavailable(event)
+        if ack:
+            return await own.call(sid, credentials, event, args, self._ack_timeout)
+        await own.emit(sid, credentials, event, args)
+        return None

@@ -208,7 +208,7 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
-        self.backend_connections = Gauge(
+        self.browser_upstream_connections = Gauge(
             "enricher_browser_upstream_connections",
             "Backend connections opened for browsers (client_event_upstream: per_browser).",
             registry=registry,

@@ -34,14 +34,33 @@ class StubBackend:
         self.rest_allows: Callable[[dict[str, str]], bool] = lambda headers: True
         self.client_events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self.connections: asyncio.Queue[str] = asyncio.Queue()
+        # What each connection presented: its Cookie and Authorization headers and auth.
+        self.handshakes: dict[str, dict[str, Any]] = {}
+        self.disconnections: asyncio.Queue[str] = asyncio.Queue()
+        self.event_sids: list[str] = []
+        # Whether the backend lets a connection in, by what it presented.
+        self.admits: Callable[[dict[str, Any]], bool] = lambda handshake: True
         self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
         self.sio.on("room:join", self._join)
         self.sio.on("room:leave", self._leave)
         self.sio.on("*", self._any)
         self.url = ""
 
-    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        handshake = {
+            "cookie": environ.get("HTTP_COOKIE"),
+            "authorization": environ.get("HTTP_AUTHORIZATION"),
+            "auth": auth,
+        }
+        if not self.admits(handshake):
+            return False
+        self.handshakes[sid] = handshake
         await self.connections.put(sid)
+        return True
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        await self.disconnections.put(sid)
 
     async def _join(self, sid: str, data: dict[str, Any]) -> None:
         await self.sio.enter_room(sid, f"room:{data['room_id']}")
@@ -52,6 +71,7 @@ class StubBackend:
         await self.client_events.put(("room:leave", (data,)))
 
     async def _any(self, event: str, sid: str, *args: Any) -> Any:
+        self.event_sids.append(sid)
         await self.client_events.put((event, args))
         if event == "echo":
             return args[0] if len(args) == 1 else args

@@ -376,12 +376,13 @@ EnricherFactory = Callable[..., Awaitable[Enricher]]
 
 @pytest.fixture
 async def make_enricher() -> AsyncIterator[EnricherFactory]:
-    """``await make_enricher(backend, ENRICHER_HOLD_TIMEOUT="1.0", ...)``: a started enricher."""
+    """``await make_enricher(backend, ENRICHER_HOLD_TIMEOUT="1.0", ...)``: a started enricher
+    (on 127.0.0.1, or on ``listen=``)."""
     if not enricher_available():
         pytest.skip("the enricher package (`python -m enricher`) is not there yet")
     started: list[Child] = []
 
-    async def start(backend: Backend, **env: str) -> Enricher:
+    async def start(backend: Backend, listen: str = "127.0.0.1:0", **env: str) -> Enricher:
         python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         child = await spawn(
             "enricher",
@@ -393,7 +394,7 @@ async def make_enricher() -> AsyncIterator[EnricherFactory]:
                 "--upstream",
                 backend.url,
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--admin-listen",
                 "127.0.0.1:0",
             ],
@@ -537,6 +538,17 @@ class Browsers:
             context=self.context,
         )
 
+    async def renew_auth(self, browser: int, auth: Json) -> None:
+        """Set the ``auth`` one browser presents at its next connect (a renewed token)."""
+        tag = next(self._tags)
+        await self._send({"cmd": "auth", "browser": browser, "auth": auth, "tag": tag})
+        await self.child.wait_for(
+            lambda item: item.get("type") == "auth_set" and item.get("tag") == tag,
+            f"browser {browser}'s auth set",
+            TIMEOUT,
+            context=self.context,
+        )
+
     def connected_lines(self) -> list[Json]:
         return [item for item in self.child.items if item.get("type") == "connected"]
 
@@ -613,11 +625,16 @@ async def stack(
 @pytest.fixture
 async def browsers(node_harness: Path) -> AsyncIterator[BrowsersFactory]:
     """``await browsers(url, n, context=[...], flags=[...])``: n connected browsers
-    (``flags``: browsers.js options such as ``--transports websocket``)."""
+    (``flags``: browsers.js options such as ``--transports websocket``; ``wait=False``: do
+    not wait for them to connect, they may be refused)."""
     started: list[Browsers] = []
 
     async def start(
-        url: str, n: int, context: Iterable[Child] = (), flags: Iterable[str] = ()
+        url: str,
+        n: int,
+        context: Iterable[Child] = (),
+        flags: Iterable[str] = (),
+        wait: bool = True,
     ) -> Browsers:
         flags = list(flags)
         child = await spawn(
@@ -629,7 +646,8 @@ async def browsers(node_harness: Path) -> AsyncIterator[BrowsersFactory]:
         )
         group = Browsers(child, n, list(context))
         started.append(group)
-        await group.wait_connected()
+        if wait:
+            await group.wait_connected()
         return group
 
     try:

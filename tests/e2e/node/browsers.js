@@ -3,10 +3,11 @@
 // seed's recommended frontend handlers build it (/work/shared/seed/socket-events.md), with
 // no room open (so every new_message adds 1 to unread_count).
 //
-//   node browsers.js URL N [--transports polling,websocket] [--no-deflate]
+//   node browsers.js URL N [--transports polling,websocket] [--no-deflate] [--auth JSON]
 //
 // --transports: socket.io-client's `transports` (default: polling, then the upgrade);
-// --no-deflate: do not offer permessage-deflate (socket.io-client offers it by default).
+// --no-deflate: do not offer permessage-deflate (socket.io-client offers it by default);
+// --auth: socket.io-client's `auth` object, e.g. '{"token":"..."}' (sent at every connect).
 //
 // stdout, one JSON object a line:
 //   {"type":"connected","browser":i,...}          on each connect
@@ -19,6 +20,8 @@
 // stdin, one JSON object a line: {"cmd":"dump"} | {"cmd":"emit",...} | {"cmd":"close"}
 //   | {"cmd":"pause","browser":i} | {"cmd":"resume","browser":i}  (stop / start reading the
 //   browser's WebSocket: a browser whose tab or network stalls)
+//   | {"cmd":"auth","browser":i,"auth":{...}}  (the `auth` its next connect presents: a
+//   frontend that refreshed its token)
 'use strict';
 
 const readline = require('readline');
@@ -35,6 +38,8 @@ const options = { forceNew: true };
 const transportsAt = flags.indexOf('--transports');
 if (transportsAt >= 0) options.transports = flags[transportsAt + 1].split(',');
 if (flags.includes('--no-deflate')) options.perMessageDeflate = false;
+const authAt = flags.indexOf('--auth');
+if (authAt >= 0) options.auth = JSON.parse(flags[authAt + 1]);
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -67,7 +72,12 @@ class Browser {
     });
     this.socket.on('disconnect', (reason) => out({ type: 'disconnected', browser: index, reason }));
     this.socket.on('connect_error', (err) =>
-      out({ type: 'connect_error', browser: index, error: String(err && err.message) }),
+      out({
+        type: 'connect_error',
+        browser: index,
+        error: String(err && err.message),
+        data: err && err.data !== undefined ? err.data : null,
+      }),
     );
 
     // The seed's recommended handlers ("Frontend Changes").
@@ -220,6 +230,12 @@ function command(cmd) {
     if (cmd.cmd === 'pause') tcp.pause();
     else tcp.resume();
     out({ type: cmd.cmd === 'pause' ? 'paused' : 'resumed', tag, browser: cmd.browser });
+  } else if (cmd.cmd === 'auth') {
+    const b = browsers[cmd.browser];
+    const tag = cmd.tag === undefined ? null : cmd.tag;
+    if (!b) return out({ type: 'error', tag, error: `no browser ${cmd.browser}` });
+    b.socket.auth = cmd.auth;
+    out({ type: 'auth_set', tag, browser: cmd.browser });
   } else if (cmd.cmd === 'close') {
     close(0);
   } else {
