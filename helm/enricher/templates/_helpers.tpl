@@ -86,13 +86,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* credentials value -> environment variable enricher reads it from */}}
 {{- define "enricher.credentialVars" -}}
-{{- toJson (dict "upstreamHeaders" "ENRICHER_UPSTREAM__HEADERS" "upstreamQuery" "ENRICHER_UPSTREAM__QUERY" "upstreamAuth" "ENRICHER_UPSTREAM__AUTH" "restHeaders" "ENRICHER_REST__HEADERS") -}}
+{{- toJson (dict "upstreamHeaders" "ENRICHER_UPSTREAM__HEADERS" "upstreamQuery" "ENRICHER_UPSTREAM__QUERY" "upstreamAuth" "ENRICHER_UPSTREAM__AUTH" "restHeaders" "ENRICHER_REST__HEADERS" "jwtSecret" "ENRICHER_AUTH__JWT__SECRET") -}}
+{{- end -}}
+
+{{/* "true" when some credential is given inline. */}}
+{{- define "enricher.inlineCredentials" -}}
+{{- $c := .Values.credentials -}}
+{{- if or $c.upstreamHeaders $c.upstreamQuery $c.upstreamAuth $c.restHeaders $c.jwtSecret }}true{{ end -}}
 {{- end -}}
 
 {{/* "true" when the chart creates the credentials Secret (some credential is given inline). */}}
 {{- define "enricher.createSecret" -}}
-{{- $c := .Values.credentials -}}
-{{- if and (not $c.existingSecret) (or $c.upstreamHeaders $c.upstreamQuery $c.upstreamAuth $c.restHeaders) }}true{{ end -}}
+{{- if and (not .Values.credentials.existingSecret) (include "enricher.inlineCredentials" .) }}true{{ end -}}
 {{- end -}}
 
 {{- define "enricher.secretName" -}}
@@ -126,8 +131,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not .Values.config.upstream.url -}}
 {{- fail "\n\nenricher: config.upstream.url is required: the backend's Socket.IO URL, e.g.\n  --set config.upstream.url=http://backend.chat.svc:3000\n(in sidecar mode http://localhost:<backend port>)." -}}
 {{- end -}}
+{{- $auth := .Values.config.auth -}}
+{{- if not $auth.mode -}}
+{{- fail "\n\nenricher: config.auth.mode is required: who may connect to enricher. One of\n  none     anyone who can reach the Service or Ingress gets every event the backend\n           broadcasts: only behind something that authenticates (an authenticating\n           Ingress or gateway, or a private network of trusted clients);\n  jwt      a JSON Web Token from the browser (socket.io-client's auth: {token}), checked\n           with credentials.jwtSecret (HS*) or config.auth.jwt.public_key/jwks_url;\n  backend  the browser's cookie/Authorization, asked of config.auth.backend_url.\ne.g.\n  --set config.auth.mode=jwt --set credentials.jwtSecret=<HMAC secret>\n  --set config.auth.mode=backend --set config.auth.backend_url=http://backend.chat.svc:3000/api/me\n  --set config.auth.mode=none" -}}
+{{- end -}}
 {{- $c := .Values.credentials -}}
-{{- if and $c.existingSecret (or $c.upstreamHeaders $c.upstreamQuery $c.upstreamAuth $c.restHeaders) -}}
+{{- if eq $auth.mode "jwt" -}}
+{{- /* As enricher's own check (JwtSettings.problem), which would otherwise stop it at start. */ -}}
+{{- $hmac := 0 -}}{{- $public := 0 -}}
+{{- range $auth.jwt.algorithms -}}{{- if hasPrefix "HS" . }}{{ $hmac = add1 $hmac }}{{ else }}{{ $public = add1 $public }}{{ end -}}{{- end -}}
+{{- if and $hmac $public -}}
+{{- fail "\n\nenricher: config.auth.jwt.algorithms mixes HS* and public-key algorithms; use one kind." -}}
+{{- end -}}
+{{- if and $hmac (not (or $c.jwtSecret $c.existingSecret)) -}}
+{{- fail (printf "\n\nenricher: config.auth.mode=jwt with HS* algorithms (%s) needs the HMAC secret:\n  --set credentials.jwtSecret=<secret>   (or key %s of credentials.existingSecret)\nor, for tokens signed with a private key, public-key algorithms and their key:\n  --set 'config.auth.jwt.algorithms={RS256}' --set config.auth.jwt.jwks_url=https://issuer.example.com/.well-known/jwks.json" (join ", " $auth.jwt.algorithms) $c.secretKeys.jwtSecret) -}}
+{{- end -}}
+{{- if and $public (not (or $auth.jwt.public_key $auth.jwt.jwks_url)) -}}
+{{- fail (printf "\n\nenricher: config.auth.mode=jwt with public-key algorithms (%s) needs config.auth.jwt.public_key (PEM) or config.auth.jwt.jwks_url, e.g.\n  --set config.auth.jwt.jwks_url=https://issuer.example.com/.well-known/jwks.json" (join ", " $auth.jwt.algorithms)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $auth.mode "backend") (not $auth.backend_url) -}}
+{{- fail "\n\nenricher: config.auth.mode=backend needs config.auth.backend_url, the endpoint asked (GET, with the browser's Cookie and Authorization) whether a browser may connect, e.g.\n  --set config.auth.backend_url=http://backend.chat.svc:3000/api/me" -}}
+{{- end -}}
+{{- if and $c.existingSecret (include "enricher.inlineCredentials" .) -}}
 {{- fail "\n\nenricher: credentials.existingSecret is set together with inline credentials; use one of them." -}}
 {{- end -}}
 {{- if eq (int .Values.containerPorts.http) (int .Values.containerPorts.admin) -}}
