@@ -121,3 +121,34 @@ async def test_unauthenticated_beyond_loopback_is_warned_about(
     with_jwt = await make_enricher(backend, listen="0.0.0.0:0", **JWT_ENV)
     local = await make_enricher(backend)
     assert with_jwt.logs("browsers_unauthenticated") == local.logs("browsers_unauthenticated") == []
+
+
+async def test_per_browser_upstream_backend_sees_each_agent(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """With client_event_upstream: per_browser, the real Node backend gets each agent's
+    events on a connection made with that agent's own credentials, and browsers still get
+    each broadcast once."""
+    proxy = await make_enricher(backend, ENRICHER_CLIENT_EVENT_UPSTREAM="per_browser")
+    context = [backend.child, proxy.child]
+    alice = await browsers(proxy.public_url, 1, context, auth_flag({"token": "alice"}))
+    bob = await browsers(proxy.public_url, 1, context, auth_flag({"token": "bob"}))
+    await alice.emit(0, "agent:typing", {"room_id": "r1"}, ack=False)
+    # Acked after the one before it: one connection per agent keeps the agent's order.
+    assert (await alice.emit(0, "echo", "from alice"))["args"] == ["from alice"]
+    assert (await bob.emit(0, "echo", "from bob"))["args"] == ["from bob"]
+    await backend.wait_connections(3)  # enricher's own, then one per agent
+    records = await backend.client_events()
+    senders = {(r["args"][0] if r["event"] == "echo" else r["event"], r["token"]) for r in records}
+    assert senders == {("from alice", "alice"), ("from bob", "bob"), ("agent:typing", "alice")}
+    by_token = {r["token"]: r["sid"] for r in records}
+    assert len({by_token["alice"], by_token["bob"]}) == 2
+    metrics = await proxy.metrics()
+    assert metrics["enricher_browser_upstream_connections"] == 2
+
+    sent = await backend.customer("6281102", "Dewi", "broadcast once")
+    for group in (alice, bob):
+        await settle(backend, group, [sent["room_id"]])
+        (dump,) = await group.dump()
+        assert dump["counts"]["new_message"] == {sent["message_id"]: 1}
+        assert dump["counts"]["new_room_complete"] == {sent["room_id"]: 1}

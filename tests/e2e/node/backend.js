@@ -224,7 +224,13 @@ io.on('connection', (socket) => {
 
   socket.onAny((event, ...args) => {
     const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
-    const record = { sid: socket.id, event, args: hasAck ? args.slice(0, -1) : args, has_ack: hasAck };
+    const record = {
+      sid: socket.id,
+      event,
+      args: hasAck ? args.slice(0, -1) : args,
+      has_ack: hasAck,
+      token: (socket.handshake.auth && socket.handshake.auth.token) || null, // who sent it
+    };
     clientEvents.push(record);
     log({ ...record, event: 'client_event', name: event });
   });
