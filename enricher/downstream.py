@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import socketio
@@ -230,6 +230,7 @@ class Downstream:
         self._own_connections = browser_connections
         self._credentials: dict[str, Credentials] = {}
         self._expiries: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
         websocket = websocket_class(compress=compression)
         self.sio = _Server(
             async_mode="aiohttp",
@@ -308,10 +309,15 @@ class Downstream:
             loop = asyncio.get_running_loop()
             self._expiries[sid] = loop.call_later(
                 max(0.0, admission.expires_at - time.time()),
-                lambda: asyncio.ensure_future(self._expire(sid)),
+                lambda: self._background(self._expire(sid)),
             )
         self._metrics.browsers.inc()
         log.debug("browser_connected", sid=sid, remote=environ.get("REMOTE_ADDR"))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
 
     async def _expire(self, sid: str) -> None:
         """A browser whose credentials expired: its connection is closed (engine.io level,
