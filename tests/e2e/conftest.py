@@ -253,9 +253,10 @@ class Backend:
         result: Json = await self._call("POST", "/_control/config", knobs)
         return result
 
-    async def accept(self) -> None:
-        """Let Socket.IO connections in (a stub started with ``GATE=closed``)."""
-        await self._call("POST", "/_control/accept")
+    async def accept(self, open: bool = True) -> None:
+        """Let Socket.IO connections in (a stub started with ``GATE=closed``); with
+        ``open=False``, refuse them from now on."""
+        await self._call("POST", "/_control/accept", {"open": open})
 
     async def load_stop(self) -> Json:
         """Stop the steady load (``LOAD``); what it sent: ``{messages, new_rooms}``."""

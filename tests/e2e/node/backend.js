@@ -10,7 +10,8 @@
 // For restarts and accounting (all optional):
 //   STORE=path   rooms and messages are appended to this JSON-lines file and read back at
 //                start, so a restarted stub (even after SIGKILL) still answers REST for them;
-//   GATE=closed  Socket.IO connections are refused until POST /_control/accept;
+//   GATE=closed  Socket.IO connections are refused until POST /_control/accept (which
+//                with {"open": false} closes the gate again);
 //   LOAD={"interval_ms":50,"new_room_every":4}  a steady load from start: every interval a
 //                message, every new_room_every-th one from a new customer (new_room first).
 // Every broadcast of new_room / new_message / control emits is numbered (`seq`) and logged
@@ -473,8 +474,9 @@ async function handle(req, res) {
     return send(res, 200, { emitted: count });
   }
   if (method === 'POST' && path === '/_control/accept') {
-    gateOpen = true;
-    log({ event: 'accepting' });
+    const body = await readJson(req);
+    gateOpen = body.open !== false;
+    log({ event: gateOpen ? 'accepting' : 'refusing' });
     return send(res, 200, { ok: true });
   }
   if (method === 'POST' && path === '/_control/load') {
