@@ -399,7 +399,7 @@ class Join:
         actions: list[Action] = []
         for room_id, pending in list(self.pending_rooms.items()):
             if pending.checking:
-                actions.extend(self._checked(room_id, pending, "rest_failed", None))
+                actions.extend(self._checked(room_id, pending, "shutdown", None))
                 continue
             actions.extend(
                 self._send(room_id, pending, now, None if self._known(pending) else reason)
@@ -588,7 +588,7 @@ class Join:
         del self.pending_rooms[room_id]
         for message in pending.forwarded:
             self._remember_early(message)
-        if outcome not in ("rest_failed", "capacity"):
+        if outcome not in ("rest_failed", "capacity", "shutdown"):
             self.rooms_checked[room_id] = outcome
         fields = {"room_id": room_id, "outcome": outcome, "room_created_at": created_at}
         return [Note("room_checked", fields)]

@@ -202,7 +202,7 @@ class Metrics:
             "enricher_room_checks",
             "Rooms never seen whose message came after a backend reconnection, asked of REST, "
             "by outcome: 'recovered' (created during the outage: its new_room was lost, the "
-            "snapshot is sent), 'old', 'undated', 'not_found', 'rest_failed', 'capacity'.",
+            "snapshot is sent), 'old', 'undated', 'not_found', 'rest_failed', 'capacity', 'shutdown'.",
             ["outcome"],
             registry=registry,
         )

@@ -391,3 +391,13 @@ def test_a_check_rest_cannot_answer_gives_no_snapshot_and_is_asked_again() -> No
     browser.apply(actions)
     browser.apply(join.rest_answer("r1", rest(backend, "r1", "nested"), now=10.2))
     assert browser.sidebar("modern") == {"r1": [truth(backend.rooms["r1"])]}
+
+
+def test_at_shutdown_a_room_still_being_checked_gets_no_guessed_snapshot() -> None:
+    backend, join, browser = setup()
+    message = lost_room(backend, join)
+    browser.apply(join.upstream_event("new_message", (message,), now=1.1))
+    actions = join.flush(1.2, "shutdown")
+    assert [a for a in actions if isinstance(a, Emit)] == []
+    assert [a.fields["outcome"] for a in actions if isinstance(a, Note)] == ["shutdown"]
+    assert join.sizes()["pending_rooms"] == 0
