@@ -113,8 +113,10 @@ async def run_restarts(
     )
     await backend.load_stop()  # nothing runs yet; from the first restart on, LOAD does
     lost_customers: list[Json] = []
+    outages: list[float] = []
     for round_ in range(1, RESTARTS + 1):
         mark = len(proxy.child.items)
+        killed = time.monotonic()
         backend.child.proc.kill()  # SIGKILL: no goodbye to enricher
         await backend.child.proc.wait()
         await proxy.wait_log("upstream_disconnected", start=mark, timeout=15)
@@ -135,6 +137,7 @@ async def run_restarts(
         lost_customers.append(lost)
         await backend.accept()
         await proxy.wait_log("upstream_connected", start=mark, timeout=15)
+        outages.append(time.monotonic() - killed)
         await group.wait_everyone("enricher:resync", RESYNC, n=round_, timeout=15)
         # The customer writes again: enricher learns of the room and recovers it.
         await backend.customer(phone, f"Hilang {round_}", "masih di sana?")
@@ -230,6 +233,8 @@ async def run_restarts(
         "browsers": BROWSERS,
         "sigkill_restarts": RESTARTS,
         "seconds": round(elapsed, 1),
+        "outage_seconds_mean": round(sum(outages) / len(outages), 2),
+        "outage_seconds_max": round(max(outages), 2),
         "broadcasts": len(broadcasts),
         "messages_emitted": len(messages),
         "messages_emitted_while_connected": len(must),
