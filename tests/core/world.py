@@ -108,6 +108,10 @@ class Backend:
         """The backend's clock now: the time of the latest thing it saved."""
         return BASE_TIME + timedelta(milliseconds=self._tick)
 
+    def time_passes(self) -> None:
+        """A moment passes: what is saved next is later than anything saved so far."""
+        self._tick = next(self._ticks)
+
     def create_room(self, room_id: str) -> BackendRoom:
         """ensureRoom(): the room is saved now (``room_created_at``)."""
         room = self.rooms[room_id]
