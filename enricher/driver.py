@@ -82,11 +82,21 @@ class JoinDriver:
 
     def upstream_lost(self, last_heard: datetime) -> None:
         """The backend connection went down; ``last_heard``: its last packet's arrival."""
-        self._carry_out(self._join.upstream_lost(last_heard, self._loop.time()))
+        try:
+            actions = self._join.upstream_lost(last_heard, self._loop.time())
+        except Exception:  # a bug must not stop the reconnection
+            log.exception("join_failed", upstream_event="disconnect")
+            actions = []
+        self._carry_out(actions)
 
     def upstream_restored(self) -> None:
         """The backend connection is up again, from now on."""
-        self._carry_out(self._join.upstream_restored(datetime.now(UTC), self._loop.time()))
+        try:
+            actions = self._join.upstream_restored(datetime.now(UTC), self._loop.time())
+        except Exception:
+            log.exception("join_failed", upstream_event="connect")
+            actions = []
+        self._carry_out(actions)
 
     def announce(self, event: str, payload: dict[str, Any]) -> None:
         """Send an event of enricher's own to every browser, in order with the join's."""
