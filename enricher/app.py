@@ -106,11 +106,19 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 driver.announce(RESYNC, {"reason": "upstream_reconnected"})
                 metrics.resyncs.labels("upstream_reconnected").inc()
 
+        def on_state(connected: bool) -> None:
+            metrics.upstream_state(connected)
+            # The join asks REST about rooms that may have been created in between.
+            if connected:
+                driver.upstream_restored()
+            else:
+                driver.upstream_lost(upstream.last_heard)
+
         upstream = Upstream(
             settings.upstream,
             on_event=lambda event, args: driver.upstream_event(event, args),
             on_connected=on_connected,
-            on_state=metrics.upstream_state,
+            on_state=on_state,
             on_undecodable=lambda packet: driver.undecodable(packet),
         )
         downstream = Downstream(

@@ -74,6 +74,7 @@ class UpstreamSettings(_Section):
     reconnect_delay: Seconds = 0.5
     reconnect_delay_max: Seconds = 10.0
     ack_timeout: Seconds = 10.0
+    clock_skew: Annotated[float, Field(ge=0)] = 2.0
 
 
 class RestSettings(_Section):
@@ -221,6 +222,7 @@ class Settings(BaseSettings):
             max_message_ids=self.state.max_message_ids,
             message_id_ttl=self.state.message_id_ttl,
             early_message_ttl=self.state.early_message_ttl,
+            clock_skew=self.upstream.clock_skew,
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -28,6 +29,10 @@ _LEVELS = {
     "payload_warning": "warning",
     "rest_failed": "warning",
     "rest_answer_unused": "info",
+    "upstream_outage": "info",
+    "room_check": "debug",
+    "room_recovered": "info",
+    "room_checked": "debug",  # raised to warning when REST could not tell
 }
 
 
@@ -74,6 +79,24 @@ class JoinDriver:
         fields = {"upstream_event": event, "reason": "too_deep", "forwarded": "as_it_came"}
         self._note(Note("payload_rejected", fields))
         self._emits.put_nowait(Emit(event, (), raw=raw))
+
+    def upstream_lost(self, last_heard: datetime) -> None:
+        """The backend connection went down; ``last_heard``: its last packet's arrival."""
+        try:
+            actions = self._join.upstream_lost(last_heard, self._loop.time())
+        except Exception:  # a bug must not stop the reconnection
+            log.exception("join_failed", upstream_event="disconnect")
+            actions = []
+        self._carry_out(actions)
+
+    def upstream_restored(self) -> None:
+        """The backend connection is up again, from now on."""
+        try:
+            actions = self._join.upstream_restored(datetime.now(UTC), self._loop.time())
+        except Exception:
+            log.exception("join_failed", upstream_event="connect")
+            actions = []
+        self._carry_out(actions)
 
     def announce(self, event: str, payload: dict[str, Any]) -> None:
         """Send an event of enricher's own to every browser, in order with the join's."""
@@ -151,4 +174,10 @@ class JoinDriver:
             metrics.payload_rejected(fields["upstream_event"], fields["reason"])
         elif note.kind == "payload_warning":
             metrics.warnings.labels(event_label(fields["upstream_event"])).inc()
+        elif note.kind == "room_recovered":
+            metrics.room_checks.labels("recovered").inc()
+        elif note.kind == "room_checked":
+            metrics.room_checks.labels(fields["outcome"]).inc()
+            if fields["outcome"] in ("rest_failed", "capacity"):
+                level = "warning"
         getattr(log, level)(note.kind, **fields)

@@ -5,6 +5,13 @@ answers and the current time (``now``, monotonic seconds); each call returns the
 of things to do, in order: :class:`Emit` to browsers, :class:`Fetch` a room from REST,
 and :class:`Note` something that happened (one log line and one metric each).
 
+After the backend connection was lost and came back, a ``new_message`` of a room the join
+has never seen may belong to a room whose ``new_room`` was emitted while the proxy was
+away. The join then asks REST about the room: created during the outage (between the last
+moment the backend was heard from before the loss and the reconnection, widened by
+``clock_skew`` on both sides), the room is recovered and gets its snapshot like any other;
+created before, it is an old room, remembered as checked and never asked about again.
+
 The rule it keeps (CONTRACT.md): a ``new_room_complete`` is a snapshot of the room as of
 the moment it is sent, and every ``new_message`` sent after it is a delta on top of it.
 So messages forwarded before the snapshot are counted in it, a message the snapshot
@@ -18,13 +25,22 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from cachetools import TTLCache
 
-from .payloads import Message, Parsed, Rejected, Room, build_snapshot, parse_message, parse_room
+from .payloads import (
+    Message,
+    Parsed,
+    Rejected,
+    Room,
+    build_snapshot,
+    parse_message,
+    parse_room,
+    parse_timestamp,
+)
 
 NEW_ROOM = "new_room"
 NEW_MESSAGE = "new_message"
@@ -93,6 +109,8 @@ class JoinLimits:
     early_message_ttl: float = 30.0
     max_early_messages_per_room: int = 256
     event_grace: float = 0.2
+    clock_skew: float = 2.0
+    max_outages: int = 64
 
 
 @dataclass(slots=True)
@@ -109,6 +127,26 @@ class PendingRoom:
     next_fetch_at: float | None = None
     grace_until: float | None = None
     forwarded: list[Message] = field(default_factory=list)
+    # Held only until REST says whether it is a room whose new_room was lost in an outage.
+    checking: bool = False
+    # New, but its new_room never came: in "raw" mode the snapshot goes out as new_room too.
+    recovered: bool = False
+
+
+@dataclass(slots=True)
+class Outage:
+    """A time the backend connection was down, in the backend's wall-clock terms:
+    everything it emitted before ``lost_after`` reached the proxy, what it emitted from
+    then until ``restored_at`` may be lost. ``restored`` is the join's clock at the
+    reconnection, to forget the outage after ``known_room_ttl``."""
+
+    lost_after: datetime
+    restored_at: datetime | None = None
+    restored: float | None = None
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _same_message(event: Message, rest_last: Message) -> bool:
@@ -237,6 +275,11 @@ class Join:
             for event in (NEW_MESSAGE, ROOM_MESSAGE)
         }
         self._timers: list[tuple[float, str]] = []
+        self.outages: deque[Outage] = deque(maxlen=limits.max_outages)
+        # Rooms REST showed to be older than every outage (or undated): never asked again.
+        self.rooms_checked: TTLCache[str, str] = TTLCache(
+            limits.max_known_rooms, limits.known_room_ttl, timer=self._clock
+        )
 
     def _clock(self) -> float:
         return self._now
@@ -253,6 +296,25 @@ class Join:
             return self._message(event, args, payload)
         return [Emit(event, args)]
 
+    def upstream_lost(self, last_heard: datetime, now: float) -> list[Action]:
+        """The backend connection is down; ``last_heard`` is the wall-clock moment the
+        last packet (event or ping) came from the backend before the loss."""
+        self._now = now
+        if self.outages and self.outages[-1].restored_at is None:
+            return []  # still the same outage
+        self.outages.append(Outage(lost_after=last_heard))
+        return []
+
+    def upstream_restored(self, at: datetime, now: float) -> list[Action]:
+        """The backend connection is up again since ``at`` (wall clock)."""
+        self._now = now
+        if not self.outages or self.outages[-1].restored_at is not None:
+            return []  # the first connection: nothing was missed
+        outage = self.outages[-1]
+        outage.restored_at, outage.restored = at, now
+        fields = {"lost_after": _iso(outage.lost_after), "restored_at": _iso(at)}
+        return [Note("upstream_outage", fields)]
+
     def rest_answer(
         self, room_id: str, answer: Parsed[Room] | RestFailure, now: float
     ) -> list[Action]:
@@ -266,6 +328,10 @@ class Join:
         if isinstance(answer, RestFailure):
             pending.rest_failure = answer.reason
             actions.append(Note("rest_failed", {"room_id": room_id, "reason": answer.reason}))
+            if pending.checking and answer.reason == "rest_status_4xx":
+                # REST does not know the room: nothing to recover, no point asking again.
+                actions.extend(self._checked(room_id, pending, "not_found", None))
+                return actions
             self._schedule_refetch(pending, now)
             return actions
         if answer.warnings:
@@ -273,6 +339,22 @@ class Join:
                 Note(
                     "payload_warning",
                     {"upstream_event": "rest_room", "room_id": room_id, "fields": answer.warnings},
+                )
+            )
+        if pending.checking:
+            outcome = self._created_in_outage(answer.value)
+            if outcome != "recovered":
+                actions.extend(self._checked(room_id, pending, outcome, answer.value.created_at))
+                return actions
+            pending.checking, pending.recovered = False, True
+            actions.append(
+                Note(
+                    "room_recovered",
+                    {
+                        "room_id": room_id,
+                        "room_created_at": answer.value.created_at,
+                        "messages_forwarded": len(pending.forwarded),
+                    },
                 )
             )
         pending.rest_room = answer.value
@@ -293,7 +375,11 @@ class Join:
             pending = self.pending_rooms.get(room_id)
             if pending is None:
                 continue
-            if pending.deadline <= now:
+            if pending.deadline <= now and pending.checking:
+                # REST never told: the room may be new or old, so it gets no snapshot; its
+                # next message asks again.
+                actions.extend(self._checked(room_id, pending, "rest_failed", None))
+            elif pending.deadline <= now:
                 reason = None if self._known(pending) else self._partial_reason(pending)
                 actions.extend(self._send(room_id, pending, now, reason))
             elif pending.grace_until is not None and pending.grace_until <= now:
@@ -312,6 +398,9 @@ class Join:
         self._now = now
         actions: list[Action] = []
         for room_id, pending in list(self.pending_rooms.items()):
+            if pending.checking:
+                actions.extend(self._checked(room_id, pending, "shutdown", None))
+                continue
             actions.extend(
                 self._send(room_id, pending, now, None if self._known(pending) else reason)
             )
@@ -348,6 +437,17 @@ class Join:
             )
             return actions
         pending = self.pending_rooms.get(room_id)
+        if pending is not None and pending.checking:
+            # The new_room of a room being checked came after all: it is new, held as usual.
+            pending.checking = False
+            pending.room = _merge_rooms(pending.room, replace(room, last_message=None))
+            if self.new_room_mode is NewRoomMode.RAW:
+                actions.append(Emit(NEW_ROOM, args))
+            actions.append(
+                Note("room_held", {"room_id": room_id, "early_messages": len(pending.forwarded)})
+            )
+            actions.extend(self._send_if_known(room_id, pending, now))
+            return actions
         if pending is not None:
             pending.room = _merge_rooms(pending.room, replace(room, last_message=None))
             actions.append(
@@ -356,7 +456,10 @@ class Join:
             return actions
         if len(self.pending_rooms) >= self.limits.max_pending_rooms:
             oldest_id, oldest = next(iter(self.pending_rooms.items()))
-            actions.extend(self._send(oldest_id, oldest, now, "capacity"))
+            if oldest.checking:
+                actions.extend(self._checked(oldest_id, oldest, "capacity", None))
+            else:
+                actions.extend(self._send(oldest_id, oldest, now, "capacity"))
         if self.new_room_mode is NewRoomMode.RAW:
             actions.append(Emit(NEW_ROOM, args))
         pending = PendingRoom(
@@ -427,9 +530,68 @@ class Join:
         if pending is not None:
             pending.forwarded.append(message)
             actions.extend(self._send_if_known(message.room_id, pending, self._now))
+        elif sent is None and event == NEW_MESSAGE and self._may_be_lost(message.room_id):
+            actions.extend(self._check(message))
         elif sent is None:
             self._remember_early(message)
         return actions
+
+    # -- rooms whose new_room may have been lost ----------------------------------------
+
+    def _may_be_lost(self, room_id: str) -> bool:
+        """Whether a room never seen may be one created while the connection was down."""
+        outages = self.outages
+        ttl = self.limits.known_room_ttl
+        while (
+            outages and outages[0].restored is not None and outages[0].restored + ttl <= self._now
+        ):
+            outages.popleft()
+        return (
+            bool(outages)
+            and room_id not in self.rooms_checked
+            and len(self.pending_rooms) < self.limits.max_pending_rooms
+        )
+
+    def _check(self, message: Message) -> list[Action]:
+        """Hold a room never seen, with the messages already forwarded, and ask REST."""
+        room_id, now = message.room_id, self._now
+        pending = PendingRoom(
+            room=Room(room_id=room_id),
+            seen_at=now,
+            deadline=now + self.limits.hold_timeout,
+            forwarded=[*self._early(room_id, now), message],
+            checking=True,
+        )
+        self.pending_rooms[room_id] = pending
+        heapq.heappush(self._timers, (pending.deadline, room_id))
+        return [Note("room_check", {"room_id": room_id}), self._fetch(pending, room_id)]
+
+    def _created_in_outage(self, rest: Room) -> str:
+        """``recovered`` when REST dates the room within an outage, else why not."""
+        created = parse_timestamp(rest.created_at)
+        if created is None:
+            return "undated"
+        skew = timedelta(seconds=self.limits.clock_skew)
+        for outage in self.outages:
+            if outage.lost_after - skew <= created and (
+                outage.restored_at is None or created <= outage.restored_at + skew
+            ):
+                return "recovered"
+        return "old"
+
+    def _checked(
+        self, room_id: str, pending: PendingRoom, outcome: str, created_at: str | None
+    ) -> list[Action]:
+        """A checked room that gets no snapshot: its messages are remembered as early
+        ones again (its new_room may still come), and unless REST could not tell, it is
+        not asked about again."""
+        del self.pending_rooms[room_id]
+        for message in pending.forwarded:
+            self._remember_early(message)
+        if outcome not in ("rest_failed", "capacity", "shutdown"):
+            self.rooms_checked[room_id] = outcome
+        fields = {"room_id": room_id, "outcome": outcome, "room_created_at": created_at}
+        return [Note("room_checked", fields)]
 
     def _remember_early(self, message: Message) -> None:
         """Remember a forwarded message of a room without a snapshot, for
@@ -546,7 +708,10 @@ class Join:
             ),
             Emit(SNAPSHOT, (snapshot,)),
         ]
-        if self.new_room_mode is NewRoomMode.ENRICHED:
+        if self.new_room_mode is NewRoomMode.ENRICHED or (
+            self.new_room_mode is NewRoomMode.RAW and pending.recovered
+        ):
+            # A recovered room's new_room never came: in "raw" mode it is the snapshot.
             actions.append(Emit(NEW_ROOM, (snapshot,)))
         return actions
 
@@ -558,4 +723,5 @@ class Join:
             "early_messages": len(self.early_messages),
             "message_ids": sum(len(ids) for ids in self.message_ids.values()),
             "timers": len(self._timers),
+            "rooms_checked": len(self.rooms_checked),
         }

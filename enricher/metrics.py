@@ -213,6 +213,14 @@ class Metrics:
             "Backend connections opened for browsers (client_event_upstream: per_browser).",
             registry=registry,
         )
+        self.room_checks = Counter(
+            "enricher_room_checks",
+            "Rooms never seen whose message came after a backend reconnection, asked of REST, "
+            "by outcome: 'recovered' (created during the outage: its new_room was lost, the "
+            "snapshot is sent), 'old', 'undated', 'not_found', 'rest_failed', 'capacity', 'shutdown'.",
+            ["outcome"],
+            registry=registry,
+        )
         self._direct = self.deliveries.labels("direct")
         self._queued = self.deliveries.labels("queued")
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import engineio
 import socketio
 import structlog
 
@@ -22,10 +24,23 @@ from .config import UpstreamSettings
 log = structlog.get_logger("enricher.upstream")
 
 
+class _EngineClient(engineio.AsyncClient):  # type: ignore[misc]
+    """python-engineio's client, noting when the backend was last heard from."""
+
+    heard_at: datetime | None = None
+
+    async def _receive_packet(self, pkt):  # type: ignore[no-untyped-def]
+        self.heard_at = datetime.now(UTC)  # any packet, pings included
+        return await super()._receive_packet(pkt)
+
+
 class _Client(socketio.AsyncClient):  # type: ignore[misc]
     """python-socketio's client, handing on the packets it cannot decode."""
 
     on_undecodable: Callable[[str], None] = staticmethod(lambda text: None)
+
+    def _engineio_client_class(self):  # type: ignore[no-untyped-def]
+        return _EngineClient
 
     async def _handle_eio_message(self, data):  # type: ignore[no-untyped-def]
         try:
@@ -112,8 +127,17 @@ class Upstream:
 
     @property
     def connected(self) -> bool:
-        """Up from a completed connection until its disconnect event, as the logs say."""
+        """Up from a completed connection until its disconnect event, as the logs say.
+        ``on_state`` is called when it changes."""
         return self._up
+
+    @property
+    def last_heard(self) -> datetime:
+        """When the last packet (an event, a ping, anything) came from the backend, by
+        the wall clock; everything the backend sent before it has been received. Read
+        when the connection is lost, it is the last moment it was known to be up."""
+        heard = getattr(self.client.eio, "heard_at", None)
+        return heard if isinstance(heard, datetime) else datetime.now(UTC)
 
     async def _any_event(self, event: str, *args: Any) -> None:
         self._on_event(event, args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, RestFailure
+from datetime import timedelta
+
+from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, Note, RestFailure
 from enricher.payloads import parse_rest_room
 
 from .world import Backend, Browser, truth
@@ -298,3 +300,104 @@ def test_rest_retries_back_off_with_jitter_within_the_deadline() -> None:
             now = wakeup
             assert Fetch("r1") in join.tick(now)
         assert waits == expected
+
+
+# -- a new_room lost while the backend connection was down ---------------------------------
+
+
+def lost_room(backend: Backend, join: Join) -> dict:  # type: ignore[type-arg]
+    """r1 is created while the connection is down; the first message after it is back."""
+    join.upstream_lost(backend.moment(), now=0.0)
+    backend.create_room("r1")
+    backend.save_message("r1", "Halo, ada orang?")  # emitted while down: gone
+    join.upstream_restored(backend.moment(), now=1.0)
+    return backend.save_message("r1", "Halo?")
+
+
+def test_a_room_created_during_an_outage_is_recovered_from_rest() -> None:
+    backend, join, browser = setup()
+    message = lost_room(backend, join)
+    actions = join.upstream_event("new_message", (message,), now=1.1)
+    browser.apply(actions)
+    assert [a.event for a in actions if isinstance(a, Emit)] == ["new_message"]  # at once
+    assert Fetch("r1") in actions
+    actions = join.rest_answer("r1", rest(backend, "r1", "nested"), now=1.2)
+    browser.apply(actions)
+    assert any(isinstance(a, Note) and a.kind == "room_recovered" for a in actions), actions
+    # both messages counted, the one forwarded before the snapshot included
+    for style in ("modern", "legacy"):
+        assert browser.sidebar(style) == {"r1": [truth(backend.rooms["r1"])]}
+    assert browser.snapshots[0]["enrichment"] == "complete"
+
+    # The real new_room after all, and the message again: nothing new for browsers.
+    late = join.upstream_event("new_room", (backend.rooms["r1"].new_room_payload(),), now=1.3)
+    again = join.upstream_event("new_message", (message,), now=1.4)
+    assert [a for a in late + again if isinstance(a, Emit)] == []
+    later = backend.save_message("r1", "Masih di sana?")
+    browser.apply(join.upstream_event("new_message", (later,), now=1.5))
+    assert browser.sidebar("modern") == {"r1": [truth(backend.rooms["r1"])]}
+    assert len(browser.snapshots) == 1
+
+
+def test_in_raw_mode_a_recovered_room_goes_out_as_new_room_too() -> None:
+    backend = Backend()
+    backend.add_room("r1", "6287879565390", "Budi Santoso")
+    join, browser = Join(new_room_mode=NewRoomMode.RAW), Browser()
+    message = lost_room(backend, join)
+    browser.apply(join.upstream_event("new_message", (message,), now=1.1))
+    browser.apply(join.rest_answer("r1", rest(backend, "r1", "nested"), now=1.2))
+    assert browser.sidebar("legacy") == {"r1": [truth(backend.rooms["r1"])]}
+
+
+def test_a_room_older_than_the_outage_is_asked_about_once() -> None:
+    backend, join, _ = setup()
+    backend.create_room("r1")  # before the outage, and before enricher saw anything
+    join.upstream_lost(backend.moment() + timedelta(seconds=5), now=10.0)
+    join.upstream_restored(backend.moment() + timedelta(seconds=6), now=11.0)
+    first = backend.save_message("r1", "Saya pelanggan lama")
+    actions = join.upstream_event("new_message", (first,), now=11.1)
+    assert Fetch("r1") in actions
+    actions = join.rest_answer("r1", rest(backend, "r1"), now=11.2)
+    assert [a for a in actions if isinstance(a, Emit)] == []
+    assert [a.fields["outcome"] for a in actions if isinstance(a, Note)] == ["old"]
+    second = backend.save_message("r1", "Halo lagi")
+    actions = join.upstream_event("new_message", (second,), now=11.3)
+    assert [a.event for a in actions if isinstance(a, (Emit, Fetch))] == ["new_message"]
+    assert join.sizes()["rooms_checked"] == 1
+
+
+def test_without_an_outage_an_unknown_room_waits_for_its_new_room() -> None:
+    backend, join, browser = setup()
+    backend.create_room("r1")
+    message = backend.save_message("r1", "Hi")
+    actions = join.upstream_event("new_message", (message,), now=0.0)
+    assert [a for a in actions if isinstance(a, Fetch)] == []
+    browser.apply(actions)
+    browser.apply(join.upstream_event("new_room", (backend.rooms["r1"].new_room_payload(),), 0.1))
+    browser.apply(join.rest_answer("r1", rest(backend, "r1"), now=0.2))
+    assert browser.sidebar("modern") == {"r1": [truth(backend.rooms["r1"])]}
+
+
+def test_a_check_rest_cannot_answer_gives_no_snapshot_and_is_asked_again() -> None:
+    backend, join, browser = setup()
+    message = lost_room(backend, join)
+    browser.apply(join.upstream_event("new_message", (message,), now=1.1))
+    browser.apply(join.rest_answer("r1", RestFailure("rest_timeout"), now=1.2))
+    browser.apply(join.tick(10.0))  # past hold_timeout: no partial guess for a room that may be old
+    assert browser.snapshots == []
+    again = backend.save_message("r1", "Tolong dibalas")
+    actions = join.upstream_event("new_message", (again,), now=10.1)
+    assert Fetch("r1") in actions
+    browser.apply(actions)
+    browser.apply(join.rest_answer("r1", rest(backend, "r1", "nested"), now=10.2))
+    assert browser.sidebar("modern") == {"r1": [truth(backend.rooms["r1"])]}
+
+
+def test_at_shutdown_a_room_still_being_checked_gets_no_guessed_snapshot() -> None:
+    backend, join, browser = setup()
+    message = lost_room(backend, join)
+    browser.apply(join.upstream_event("new_message", (message,), now=1.1))
+    actions = join.flush(1.2, "shutdown")
+    assert [a for a in actions if isinstance(a, Emit)] == []
+    assert [a.fields["outcome"] for a in actions if isinstance(a, Note)] == ["shutdown"]
+    assert join.sizes()["pending_rooms"] == 0

@@ -2,7 +2,9 @@
 
 The simulated backend saves rooms and messages and emits their events; the steps below
 deliver events late, twice or (the first message) never, answer REST fast, slow, failing,
-flat or nested, and let time pass. Browsers apply the seed's handlers to the output.
+flat or nested, and let time pass. The backend connection can also be lost and come back:
+what the backend emits meanwhile is gone, new_rooms included (CONTRACT: "a new_room can be
+missed entirely"). Browsers apply the seed's handlers to the output.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enricher.join import Emit, Fetch, Join, NewRoomMode, RestFailure
+from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, RestFailure
 from enricher.payloads import parse_rest_room
 
 from .world import Backend, Browser, truth
@@ -28,7 +30,8 @@ class Plan:
     lose_first_message: bool
     new_room_has_lead: bool
     saved: int = 0  # 0: room not created; k: room and k-1 messages saved
-    lost_ids: set[str] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)  # messages (1-based) whose event was lost
+    new_room_lost: bool = False
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Run:
     snapshot_rest_saw: dict[str, int] = field(default_factory=dict)
     delivered_ids: set[str] = field(default_factory=set)
     snapshot_delivered: dict[str, set[str]] = field(default_factory=dict)
+    connected: bool = True
+    outages: int = 0
 
     def carry_out(self, actions: list[Any]) -> None:
         for action in actions:
@@ -79,7 +84,8 @@ class Run:
             answer: Any = RestFailure("rest_status_5xx")
         else:
             room = self.backend.rooms[room_id]
-            self.rest_saw[room_id] = len(room.messages)
+            if room_id in self.join.pending_rooms:  # an answer the join will use
+                self.rest_saw[room_id] = len(room.messages)
             answer = parse_rest_room(room.rest_body(outcome), room_id)
         self.carry_out(self.join.rest_answer(room_id, answer, self.now))
 
@@ -87,19 +93,37 @@ class Run:
         self.now += seconds
         self.carry_out(self.join.tick(self.now))
 
+    def disconnect(self) -> None:
+        """The connection is lost. What was emitted before still arrives (late, maybe):
+        the last packet heard came after it, on one ordered connection."""
+        self.connected = False
+        self.outages += 1
+        self.carry_out(self.join.upstream_lost(self.backend.moment(), self.now))
+
+    def reconnect(self) -> None:
+        # A reconnection takes longer than the backend clock's resolution: no message
+        # saved after it has the time of one saved during the outage.
+        self.backend.time_passes()
+        self.connected = True
+        self.carry_out(self.join.upstream_restored(self.backend.moment(), self.now))
+
 
 def save_next(run: Run, plan: Plan, duplicate: bool, same_moment: bool = False) -> None:
     room = run.backend.rooms[plan.room_id]
     copies = 2 if duplicate else 1
     if plan.saved == 0:
+        run.backend.create_room(plan.room_id)
         payload = room.new_room_payload(with_lead=plan.new_room_has_lead)
-        run.in_flight += [("new_room", payload, 0)] * copies
+        if run.connected:
+            run.in_flight += [("new_room", payload, 0)] * copies
+        else:
+            plan.new_room_lost = True
     else:
         message = run.backend.save_message(
             plan.room_id, f"message {plan.saved} of {plan.room_id}", same_moment=same_moment
         )
-        if plan.saved == 1 and plan.lose_first_message:
-            plan.lost_ids.add(message["id"])
+        if (plan.saved == 1 and plan.lose_first_message) or not run.connected:
+            plan.lost.add(plan.saved)
         else:
             run.in_flight += [("new_message", message, plan.saved)] * copies
     plan.saved += 1
@@ -123,19 +147,27 @@ plans = st.lists(
     plans=plans,
     leads=st.lists(st.sampled_from(["Budi Santoso", "Siti Rahayu", None]), min_size=3, max_size=3),
     mode=st.sampled_from([NewRoomMode.ENRICHED, NewRoomMode.RAW, NewRoomMode.DROP]),
+    clock_skew=st.sampled_from([0.0, 2.0]),
     data=st.data(),
 )
 def test_sidebars_equal_rest_truth_in_any_order(
-    plans: list[Plan], leads: list[str | None], mode: NewRoomMode, data: st.DataObject
+    plans: list[Plan],
+    leads: list[str | None],
+    mode: NewRoomMode,
+    clock_skew: float,
+    data: st.DataObject,
 ) -> None:
     backend = Backend()
     for i, plan in enumerate(plans):
         plan.room_id = f"room-{i}"
         backend.add_room(plan.room_id, f"62812000{i}", leads[i])
-    run = Run(Join(new_room_mode=mode), backend, Browser())
+    join = Join(new_room_mode=mode, limits=JoinLimits(clock_skew=clock_skew))
+    run = Run(join, backend, Browser())
 
     for _ in range(data.draw(st.integers(0, 40), label="steps")):
-        choices = ["tick"]
+        choices = ["tick", "reconnect" if not run.connected else "disconnect"]
+        if run.connected and run.outages >= 2:
+            choices.pop()
         if any(p.saved <= p.messages for p in plans):
             choices.append("save")
         if run.in_flight:
@@ -156,11 +188,21 @@ def test_sidebars_equal_rest_truth_in_any_order(
         elif choice == "rest":
             index = data.draw(st.integers(0, len(run.fetches) - 1))
             run.answer(index, data.draw(st.sampled_from(["flat", "nested", "fail"])))
+        elif choice == "disconnect":
+            run.disconnect()
+        elif choice == "reconnect":
+            run.reconnect()
         else:
             run.tick(data.draw(st.sampled_from([0.001, 0.1, 0.3, 1.0, 2.5])))
 
-    # The rest of the story: everything saved, delivered, answered, and time runs out.
+    # The rest of the story: connected again, everything saved, delivered, answered, and
+    # time runs out. A room whose new_room was lost gets one more message: enricher only
+    # learns of the room from a message that arrives.
+    if not run.connected:
+        run.reconnect()
     for plan in plans:
+        if plan.new_room_lost:
+            plan.messages += 1
         while plan.saved <= plan.messages:
             save_next(run, plan, duplicate=False)
     while run.in_flight:
@@ -170,21 +212,34 @@ def test_sidebars_equal_rest_truth_in_any_order(
     run.tick(10.0)
     while run.fetches:  # answers after every deadline change nothing
         run.answer(0, "flat")
+    # A check REST did not answer in time is asked again at the room's next message.
+    for plan in plans:
+        if plan.new_room_lost and plan.room_id not in run.snapshot_rest_saw:
+            plan.messages += 1
+            save_next(run, plan, duplicate=False)
+    while run.in_flight:
+        run.deliver(run.deliverable()[0])
+    while run.fetches:
+        run.answer(0, "flat")
+    run.tick(10.0)
 
     browser = run.browser
     assert all(count == 1 for count in browser.deliveries.values()), browser.deliveries
     snapshots = {s["room_id"]: s for s in browser.snapshots}
     assert len(browser.snapshots) == len(plans) == len(snapshots)
     styles = ["modern"] if mode is not NewRoomMode.ENRICHED else ["modern", "legacy"]
+    legacy = browser.sidebar("legacy")
     for plan in plans:
+        # one new_room per room whenever it is sent, for recovered rooms too
+        assert len(legacy.get(plan.room_id, [])) == (0 if mode is NewRoomMode.DROP else 1)
         room = backend.rooms[plan.room_id]
         expected = truth(room)
         snapshot = snapshots[plan.room_id]
         for style in styles:
             (entry,) = browser.sidebar(style)[plan.room_id]
             assert entry["name"] not in PLACEHOLDERS
-            if plan.lost_ids and run.snapshot_rest_saw.get(plan.room_id, 0) == 0:
-                continue  # the first message's event was lost and REST never showed it
+            if any(i > run.snapshot_rest_saw.get(plan.room_id, 0) for i in plan.lost):
+                continue  # a message's event was lost and the snapshot's REST did not show it
             if snapshot["enrichment"] == "complete":
                 assert entry == expected, (style, snapshot)
                 shown = snapshot["last_message"]

@@ -29,6 +29,7 @@ class BackendRoom:
     lead_name: str | None  # None: the customer has no lead
     messages: list[dict[str, Any]] = field(default_factory=list)
     created: bool = False
+    created_at: str = iso(BASE_TIME)
 
     @property
     def lead(self) -> dict[str, Any] | None:
@@ -51,8 +52,8 @@ class BackendRoom:
             "room_id": self.room_id,
             "room_phone": self.phone,
             "room_title": "Personal",
-            "room_created_at": iso(BASE_TIME),
-            "room_updated_at": iso(BASE_TIME),
+            "room_created_at": self.created_at,
+            "room_updated_at": self.created_at,
             "leads_info": {"id": lead["id"], "phone": self.phone, "name": lead["name"]}
             if lead
             else None,
@@ -68,8 +69,8 @@ class BackendRoom:
             "room_id": self.room_id,
             "room_phone": self.phone,
             "room_title": "Personal",
-            "room_created_at": iso(BASE_TIME),
-            "room_updated_at": iso(BASE_TIME),
+            "room_created_at": self.created_at,
+            "room_updated_at": self.created_at,
             "leads_info": self.lead,
             "unread_count": len(self.messages),
             "message_count": len(self.messages),
@@ -101,6 +102,21 @@ class Backend:
 
     def add_room(self, room_id: str, phone: str, lead_name: str | None) -> BackendRoom:
         room = self.rooms[room_id] = BackendRoom(room_id, phone, lead_name)
+        return room
+
+    def moment(self) -> datetime:
+        """The backend's clock now: the time of the latest thing it saved."""
+        return BASE_TIME + timedelta(milliseconds=self._tick)
+
+    def time_passes(self) -> None:
+        """A moment passes: what is saved next is later than anything saved so far."""
+        self._tick = next(self._ticks)
+
+    def create_room(self, room_id: str) -> BackendRoom:
+        """ensureRoom(): the room is saved now (``room_created_at``)."""
+        room = self.rooms[room_id]
+        self._tick = next(self._ticks)
+        room.created, room.created_at = True, iso(self.moment())
         return room
 
     def save_message(

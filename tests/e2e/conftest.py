@@ -253,6 +253,16 @@ class Backend:
         result: Json = await self._call("POST", "/_control/config", knobs)
         return result
 
+    async def accept(self, open: bool = True) -> None:
+        """Let Socket.IO connections in (a stub started with ``GATE=closed``); with
+        ``open=False``, refuse them from now on."""
+        await self._call("POST", "/_control/accept", {"open": open})
+
+    async def load_stop(self) -> Json:
+        """Stop the steady load (``LOAD``); what it sent: ``{messages, new_rooms}``."""
+        result: Json = await self._call("POST", "/_control/load-stop")
+        return result
+
     async def kick(self) -> int:
         return int((await self._call("POST", "/_control/kick"))["kicked"])
 
@@ -296,12 +306,13 @@ class Backend:
         return result
 
 
-async def start_backend(node_dir: Path, port: int = 0) -> tuple[Child, int]:
+async def start_backend(node_dir: Path, port: int = 0, **env: str) -> tuple[Child, int]:
+    """backend.js on ``port`` (0: any); ``env``: its options (``STORE``, ``GATE``, ``LOAD``)."""
     child = await spawn(
         "backend.js",
         ["node", "backend.js"],
         cwd=node_dir,
-        env={"PORT": str(port)},
+        env={"PORT": str(port), **env},
         json_streams={"stdout"},
     )
     line = await child.wait_for(
@@ -548,6 +559,35 @@ class Browsers:
             TIMEOUT,
             context=self.context,
         )
+
+    async def wait_everyone(
+        self, event: str, key: str, n: int = 1, timeout: float = TIMEOUT
+    ) -> None:
+        """With ``--quiet``: wait until every browser has received ``event`` ``n`` times
+        (``key``: the room or message id, else the arguments as JSON)."""
+        await self.child.wait_for(
+            lambda item: (
+                item.get("type") == "all"
+                and item.get("event") == event
+                and item.get("key") == key
+                and item.get("n") == n
+            ),
+            f"{event!r} {key} ({n}x) at every browser",
+            timeout,
+            context=self.context,
+        )
+
+    async def summary(self) -> Json:
+        """With ``--quiet``: what the browsers got, grouped (see browsers.js)."""
+        tag = next(self._tags)
+        await self._send({"cmd": "summary", "tag": tag})
+        line: Json = await self.child.wait_for(
+            lambda item: item.get("type") == "summary" and item.get("tag") == tag,
+            "a summary",
+            TIMEOUT,
+            context=self.context,
+        )
+        return line
 
     def connected_lines(self) -> list[Json]:
         return [item for item in self.child.items if item.get("type") == "connected"]

@@ -6,8 +6,22 @@
 //   PORT=0 node backend.js     -> prints {"event":"listening","port":N} on stdout
 //
 // Every line on stdout is one JSON object; the tests read them.
+//
+// For restarts and accounting (all optional):
+//   STORE=path   rooms and messages are appended to this JSON-lines file and read back at
+//                start, so a restarted stub (even after SIGKILL) still answers REST for them;
+//   GATE=closed  Socket.IO connections are refused until POST /_control/accept (which
+//                with {"open": false} closes the gate again);
+//   LOAD={"interval_ms":50,"new_room_every":4}  a steady load from start: every interval a
+//                message, every new_room_every-th one from a new customer (new_room first).
+// Every broadcast of new_room / new_message / control emits is numbered (`seq`) and logged
+// as {"event":"emitted","seq","name","id","room_id","sockets"}; once its bytes are written to
+// a connected socket (engine.io's send callback, after a noop packet that follows it), the
+// stub logs {"event":"delivered","seq","sid"}. What the backend emitted while a client was
+// connected, and that reached the kernel before a SIGKILL, is exactly what is "delivered".
 'use strict';
 
+const fs = require('fs');
 const http = require('http');
 const crypto = require('crypto');
 const { URL } = require('url');
@@ -44,6 +58,53 @@ const clientEvents = []; // {sid, event, args, has_ack}
 let totalConnections = 0;
 const connectionWaiters = []; // {count, resolve}
 
+// ---------------------------------------------------------------- the store, across restarts
+
+const STORE = process.env.STORE || null;
+
+function persist(record) {
+  if (STORE) fs.appendFileSync(STORE, JSON.stringify(record) + '\n');
+}
+
+function loadStore() {
+  if (!STORE || !fs.existsSync(STORE)) return;
+  for (const line of fs.readFileSync(STORE, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    let record;
+    try {
+      record = JSON.parse(line);
+    } catch (err) {
+      continue; // a line cut by a SIGKILL
+    }
+    if (record.room) {
+      rooms.set(record.room.id, { ...record.room, messages: [], overrides: {} });
+      roomByPhone.set(record.room.phone, record.room.id);
+      lastStamp = Math.max(lastStamp, Date.parse(record.room.created_at));
+    } else if (record.message && rooms.has(record.message.room_id)) {
+      const room = rooms.get(record.message.room_id);
+      room.messages.push(record.message);
+      room.updated_at = record.message.created_at;
+      lastStamp = Math.max(lastStamp, Date.parse(record.message.created_at));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- numbered broadcasts
+
+let seq = 0;
+
+function broadcast(event, id, roomId, ...args) {
+  seq += 1;
+  const n = seq;
+  const sockets = [...io.of('/').sockets.values()];
+  io.emit(event, ...args);
+  log({ event: 'emitted', seq: n, name: event, id, room_id: roomId, sockets: sockets.length });
+  for (const socket of sockets) {
+    // The callback of a packet queued after the event runs once both are written out.
+    socket.conn.sendPacket('noop', undefined, {}, () => log({ event: 'delivered', seq: n, sid: socket.id }));
+  }
+}
+
 function createRoom(phone, name) {
   const now = stamp();
   const room = {
@@ -69,6 +130,8 @@ function createRoom(phone, name) {
   };
   rooms.set(room.id, room);
   roomByPhone.set(phone, room.id);
+  const { messages, overrides, ...stored } = room;
+  persist({ room: stored });
   return room;
 }
 
@@ -99,6 +162,7 @@ function saveMessage(room, userId, text) {
   };
   room.messages.push(msg);
   room.updated_at = now;
+  persist({ message: msg });
   return msg;
 }
 
@@ -212,6 +276,9 @@ const httpServer = http.createServer((req, res) => {
 
 const io = new Server(httpServer, { cors: { origin: '*' } });
 
+let gateOpen = process.env.GATE !== 'closed';
+io.use((socket, next) => (gateOpen ? next() : next(new Error('not accepting connections yet'))));
+
 io.on('connection', (socket) => {
   totalConnections += 1;
   log({ event: 'connection', sid: socket.id, total: totalConnections });
@@ -263,7 +330,7 @@ io.on('connection', (socket) => {
 function emitMessage(room, msg, times) {
   for (let i = 0; i < times; i++) {
     io.to(`room:${room.id}`).emit('room:new_message', msg);
-    io.emit('new_message', msg);
+    broadcast('new_message', msg.id, room.id, msg);
   }
 }
 
@@ -296,7 +363,7 @@ async function customer(body) {
 
   const emitRoom = () => {
     const payload = minimalRoomPayload(room);
-    for (let i = 0; i < roomEvents; i++) io.emit('new_room', payload);
+    for (let i = 0; i < roomEvents; i++) broadcast('new_room', room.id, room.id, payload);
   };
 
   if (isNew && order === 'room_first') {
@@ -393,7 +460,7 @@ async function handle(req, res) {
       io.emit(body.event, value);
       return send(res, 200, { ok: true });
     }
-    io.emit(body.event, ...(Array.isArray(body.args) ? body.args : []));
+    broadcast(body.event, null, null, ...(Array.isArray(body.args) ? body.args : []));
     return send(res, 200, { ok: true });
   }
   if (method === 'POST' && path === '/_control/burst') {
@@ -411,6 +478,20 @@ async function handle(req, res) {
       io.emit(event, { n, pad, sum: charSum(pad) });
     }
     return send(res, 200, { emitted: count });
+  }
+  if (method === 'POST' && path === '/_control/accept') {
+    const body = await readJson(req);
+    gateOpen = body.open !== false;
+    log({ event: gateOpen ? 'accepting' : 'refusing' });
+    return send(res, 200, { ok: true });
+  }
+  if (method === 'POST' && path === '/_control/load') {
+    startLoad(await readJson(req));
+    return send(res, 200, { ok: true });
+  }
+  if (method === 'POST' && path === '/_control/load-stop') {
+    stopLoad();
+    return send(res, 200, load.totals);
   }
   if (method === 'POST' && path === '/_control/kick') {
     const kicked = io.of('/').sockets.size;
@@ -444,6 +525,40 @@ async function handle(req, res) {
   }
   return send(res, 404, { error: 'not found' });
 }
+
+// ---------------------------------------------------------------- steady load
+
+const load = { timer: null, ticks: 0, totals: { messages: 0, new_rooms: 0 } };
+
+async function loadTick(newRoomEvery) {
+  load.ticks += 1;
+  const recent = [...rooms.values()].slice(-20);
+  if (load.ticks % newRoomEvery === 1 || recent.length === 0) {
+    // A phone no earlier run of the stub used: this pid's, numbered.
+    const phone = `6288${String(process.pid).padStart(7, '0')}${String(load.ticks).padStart(5, '0')}`;
+    await customer({ phone, name: `Pelanggan ${phone.slice(-6)}`, text: `halo ${load.ticks}` });
+    load.totals.new_rooms += 1;
+  } else {
+    const room = recent[load.ticks % recent.length];
+    emitMessage(room, saveMessage(room, null, `pesan ${process.pid}-${load.ticks}`), 1);
+  }
+  load.totals.messages += 1;
+}
+
+function startLoad(options) {
+  stopLoad();
+  const interval = Number(options.interval_ms) || 50;
+  const newRoomEvery = Math.max(1, Number(options.new_room_every) || 4);
+  load.timer = setInterval(() => loadTick(newRoomEvery).catch((err) => log({ event: 'load_failed', error: String(err) })), interval);
+}
+
+function stopLoad() {
+  if (load.timer) clearInterval(load.timer);
+  load.timer = null;
+}
+
+loadStore();
+if (process.env.LOAD) startLoad(JSON.parse(process.env.LOAD));
 
 process.on('SIGTERM', () => process.exit(0));
 process.on('SIGINT', () => process.exit(0));

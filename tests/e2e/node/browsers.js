@@ -3,11 +3,17 @@
 // seed's recommended frontend handlers build it (/work/shared/seed/socket-events.md), with
 // no room open (so every new_message adds 1 to unread_count).
 //
-//   node browsers.js URL N [--transports polling,websocket] [--no-deflate] [--auth JSON]
+//   node browsers.js URL N [--transports T,...] [--no-deflate] [--auth JSON] [--quiet]
 //
 // --transports: socket.io-client's `transports` (default: polling, then the upgrade);
 // --no-deflate: do not offer permessage-deflate (socket.io-client offers it by default);
 // --auth: socket.io-client's `auth` object, e.g. '{"token":"..."}' (sent at every connect).
+// --quiet: no line per event (for hundreds of browsers); instead one line
+//   {"type":"all","event":e,"key":k,"n":n} when every browser has received that event n times
+//   (key: the id of a room or message event, else its arguments as JSON), and the command
+//   {"cmd":"summary"} answers how many browsers got each id how often, and each room's
+//   sidebar entries, grouped: {"type":"summary","counts":{event:{key:{times:browsers}}},
+//   "sidebars":{"modern"|"legacy":{room_id:{entry JSON:browsers}}}}.
 //
 // stdout, one JSON object a line:
 //   {"type":"connected","browser":i,...}          on each connect
@@ -40,6 +46,19 @@ if (transportsAt >= 0) options.transports = flags[transportsAt + 1].split(',');
 if (flags.includes('--no-deflate')) options.perMessageDeflate = false;
 const authAt = flags.indexOf('--auth');
 if (authAt >= 0) options.auth = JSON.parse(flags[authAt + 1]);
+const quiet = flags.includes('--quiet');
+
+// (event, key) -> {perBrowser: Map(browser -> times), atLeast: [browsers with >= n]}
+const tallies = new Map();
+function tally(browser, event, key) {
+  const name = `${event}\u0000${key}`;
+  let t = tallies.get(name);
+  if (!t) tallies.set(name, (t = { event, key, perBrowser: new Map(), atLeast: [] }));
+  const n = (t.perBrowser.get(browser) || 0) + 1;
+  t.perBrowser.set(browser, n);
+  t.atLeast[n] = (t.atLeast[n] || 0) + 1;
+  if (t.atLeast[n] === count) out({ type: 'all', event, key, n });
+}
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -142,6 +161,7 @@ class Browser {
       if (ROOM_EVENTS.has(event) || MESSAGE_EVENTS.has(event)) return;
       const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
       const plain = hasAck ? args.slice(0, -1) : args;
+      if (quiet) return tally(index, event, JSON.stringify(plain));
       this.other.push({ event, args: plain });
       out({ type: 'event', browser: index, event, args: plain });
     });
@@ -150,6 +170,7 @@ class Browser {
   count(event, id, payload) {
     const key = String(id);
     this.counts[event][key] = (this.counts[event][key] || 0) + 1;
+    if (quiet) return tally(this.index, event, key);
     out({
       type: 'event',
       browser: this.index,
@@ -193,6 +214,38 @@ class Browser {
 const browsers = [];
 for (let i = 0; i < count; i++) browsers.push(new Browser(i));
 
+// What every browser got, grouped: identical browsers make one entry.
+function summary() {
+  const counts = {};
+  for (const t of tallies.values()) {
+    const byTimes = {};
+    for (const times of t.perBrowser.values()) byTimes[times] = (byTimes[times] || 0) + 1;
+    (counts[t.event] = counts[t.event] || {})[t.key] = byTimes;
+  }
+  const sidebars = { modern: {}, legacy: {} };
+  for (const b of browsers) {
+    for (const style of ['modern', 'legacy']) {
+      const entries = {};
+      for (const r of b[style]) (entries[r.room_id] = entries[r.room_id] || []).push(r);
+      for (const [roomId, list] of Object.entries(entries)) {
+        const r = list[0];
+        const last = r.last_message || {};
+        const shown = JSON.stringify({
+          entries: list.length,
+          name: (r.leads_info && r.leads_info.name) || r.room_title || r.room_phone,
+          last_text: style === 'modern' ? last.content_text : r.last_message_text,
+          last_at: style === 'modern' ? last.created_at : r.last_message_timestamp,
+          unread: r.unread_count,
+          enrichment: r.enrichment,
+        });
+        const byShown = (sidebars[style][roomId] = sidebars[style][roomId] || {});
+        byShown[shown] = (byShown[shown] || 0) + 1;
+      }
+    }
+  }
+  return { counts, sidebars };
+}
+
 function charSum(text) {
   let sum = 0;
   for (let i = 0; i < text.length; i++) sum = (sum + text.charCodeAt(i)) % 1000000007;
@@ -208,6 +261,8 @@ function close(code) {
 function command(cmd) {
   if (cmd.cmd === 'dump') {
     out({ type: 'dump', tag: cmd.tag === undefined ? null : cmd.tag, browsers: browsers.map((b) => b.dump()) });
+  } else if (cmd.cmd === 'summary') {
+    out({ type: 'summary', tag: cmd.tag === undefined ? null : cmd.tag, ...summary() });
   } else if (cmd.cmd === 'emit') {
     const b = browsers[cmd.browser];
     const tag = cmd.tag === undefined ? null : cmd.tag;
