@@ -34,9 +34,18 @@ log = structlog.get_logger("enricher.downstream")
 RESYNC = "enricher:resync"  # to every browser: events may have been missed, refetch
 ROOM_JOIN = "room:join"
 ROOM_LEAVE = "room:leave"
-# Event names Socket.IO keeps for itself; socket.io-client refuses to emit them.
+# Event names Socket.IO keeps for itself (socket.io-client refuses to emit them), and "*",
+# python-socketio's name for its catch-all handler: it would call it with the wrong arguments.
 RESERVED_EVENTS = frozenset(
-    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+    {
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+        "*",
+    }
 )
 
 # Whether the browser event being handled asked for an ack: python-socketio does not tell

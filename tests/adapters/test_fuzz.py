@@ -34,7 +34,7 @@ arguments = st.one_of(
 )
 events = st.one_of(
     st.sampled_from(
-        ["room:join", "room:leave", "echo", "new_message", "connect", "disconnect", "message"]
+        ["room:join", "room:leave", "echo", "new_message", "connect", "disconnect", "message", "*"]
     ),
     st.text(min_size=1, max_size=30),
 )
@@ -65,7 +65,7 @@ async def test_any_browser_event_is_answered_and_the_proxy_goes_on(
     assert browser.sio.connected
 
 
-@pytest.mark.parametrize("event", ["connect", "disconnect"])
+@pytest.mark.parametrize("event", ["connect", "disconnect", "*"])
 async def test_a_browser_cannot_fake_socket_io_s_own_events(
     proxy: Running, browser: BrowserClient, event: str
 ) -> None:
