@@ -21,6 +21,7 @@ from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
+from .tls import client_context
 from .upstream import Upstream
 
 log = structlog.get_logger("enricher")
@@ -68,7 +69,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     )
     metrics.watch_sizes(join.sizes)
     metrics.rooms_held.set_function(lambda: len(join.pending_rooms))
-    async with aiohttp.ClientSession() as session:
+    tls = client_context(settings.upstream.tls_verify, settings.upstream.tls_ca_file)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
         fetcher = RoomFetcher(
             session,
             settings.rest_url,
@@ -100,6 +102,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             on_connected=on_connected,
             on_state=metrics.upstream_state,
             on_undecodable=lambda packet: driver.undecodable(packet),
+            tls=tls,
         )
         downstream = Downstream(
             upstream,
@@ -113,6 +116,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_queued_events=settings.websocket.max_queued_events,
             client_event_rate=settings.client_event_rate,
             client_event_burst=settings.client_event_burst,
+            max_payload_bytes=settings.max_payload_bytes,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         public, public_port = await _site(downstream.app, settings.listen)

@@ -19,7 +19,7 @@ log = structlog.get_logger("enricher.backend")
 RestResult = Parsed[Room] | RestFailure
 
 # Outcomes that say the backend is not answering; an error status below 500 is an answer.
-_FAILURES = frozenset({"timeout", "connection_error", "5xx"})
+_FAILURES = frozenset({"timeout", "connection_error", "tls_error", "5xx"})
 
 
 class CircuitBreaker:
@@ -106,7 +106,7 @@ class RoomFetcher:
 
         An error status is an answer: one 5xx must not take every replica out of service.
         """
-        return self.last_outcome not in ("timeout", "connection_error")
+        return self.last_outcome not in ("timeout", "connection_error", "tls_error")
 
     def room_url(self, room_id: str) -> str:
         """The REST address of a room; the id is always one escaped path segment."""
@@ -149,6 +149,9 @@ class RoomFetcher:
                 body = await response.read()
         except TimeoutError:
             return RestFailure("rest_timeout"), "timeout"
+        except aiohttp.ClientSSLError as exc:  # a certificate not verified, a TLS failure
+            log.warning("rest_tls_failed", room_id=room_id, error=str(exc))
+            return RestFailure("rest_tls"), "tls_error"
         except aiohttp.ClientError:
             return RestFailure("rest_connection"), "connection_error"
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -192,6 +193,7 @@ class Downstream:
         max_queued_events: int = 1000,
         client_event_rate: float = 0.0,
         client_event_burst: int = 1,
+        max_payload_bytes: int = 1_000_000,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -202,7 +204,8 @@ class Downstream:
         )
         self.accepting = True
         self.membership = RoomMembership()
-        websocket = websocket_class(compress=compression)
+        self._max_payload_bytes = max_payload_bytes
+        websocket = websocket_class(compress=compression, too_large=self._websocket_too_large)
         self.sio = _Server(
             async_mode="aiohttp",
             client_manager=BroadcastManager(
@@ -214,13 +217,14 @@ class Downstream:
             ),
             json=jsonwire,
             cors_allowed_origins="*" if cors_origins == "*" else _origins(cors_origins),
+            max_http_buffer_size=max_payload_bytes,
             logger=False,
             engineio_logger=False,
         )
         # python-engineio takes its WebSocket class from its driver table: ours adds the
         # compression setting and what the direct broadcast path needs.
         self.sio.eio._async = {**self.sio.eio._async, "websocket": websocket}
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._polling_too_large])
         self.sio.attach(self.app, socketio_path=socketio_path)
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
@@ -303,6 +307,34 @@ class Downstream:
         if self.membership.leave(sid, room_id):
             await self._backend_room(ROOM_LEAVE, room_id)
         return {"ok": True, "room_id": room_id}
+
+    def _too_large(self, eio_sid: str, size: int | None, transport: str) -> None:
+        """A browser message over ``max_payload_bytes``: python-engineio closes the
+        connection (socket.io-client reconnects); said here, since it says nothing."""
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
+        log.warning(
+            "payload_rejected",
+            source="browser",
+            reason="too_large",
+            size=size,
+            limit=self._max_payload_bytes,
+            transport=transport,
+            sid=sid,
+        )
+        self._metrics.client_events.labels("other", "too_large").inc()
+
+    def _websocket_too_large(self, eio_sid: str, detail: str) -> None:
+        size = re.search(r"size (\d+)", detail)  # aiohttp: "Message size N exceeds limit M"
+        self._too_large(eio_sid, int(size.group(1)) if size else None, "websocket")
+
+    @web.middleware
+    async def _polling_too_large(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        size = request.content_length
+        if request.method == "POST" and size is not None and size > self._max_payload_bytes:
+            self._too_large(request.query.get("sid", ""), size, "polling")
+        return await handler(request)
 
     async def _undecodable(self, eio_sid: str, packet: str) -> None:
         """A browser event too deeply nested to decode: refused, with an error ack if the

@@ -36,6 +36,7 @@ SNAPSHOT_REASONS = frozenset(
         "shutdown",
         "rest_timeout",
         "rest_connection",
+        "rest_tls",
         "rest_invalid_body",
         "rest_status_3xx",
         "rest_status_4xx",

@@ -3,12 +3,14 @@
 // exactly what the seed's backend emits (see /work/shared/seed/socket-events.md), plus the
 // REST endpoints a page refresh uses and a control API that the pytest tests drive.
 //
-//   PORT=0 node backend.js     -> prints {"event":"listening","port":N} on stdout
+//   PORT=0 [TLS_CERT=.. TLS_KEY=..] node backend.js     -> prints {"event":"listening","port":N} on stdout
 //
 // Every line on stdout is one JSON object; the tests read them.
 'use strict';
 
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const crypto = require('crypto');
 const { URL } = require('url');
 const { Server } = require('socket.io');
@@ -203,7 +205,11 @@ function validateKnobs(body) {
 
 // ---------------------------------------------------------------- socket.io
 
-const httpServer = http.createServer((req, res) => {
+// TLS_CERT and TLS_KEY (PEM files): the same server over https.
+const tls = process.env.TLS_CERT
+  ? { cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) }
+  : null;
+const httpServer = (tls ? (handler) => https.createServer(tls, handler) : http.createServer)((req, res) => {
   handle(req, res).catch((err) => {
     if (!res.headersSent) send(res, err.status || 500, { error: err.message });
     else res.end();
