@@ -512,6 +512,13 @@ class Join:
         else:
             rest_count = pending.room.message_count or 0
             rest_unread = pending.room.unread_count or 0
+        if rest is not None and rest_last is None:
+            # REST names no last message, so none of the forwarded ones is known to be in
+            # its counts; if the counts say there are messages all the same (a last message
+            # of the wrong type, say), the forwarded ones may be among them: never count a
+            # message twice.
+            rest_count = max(0, rest_count - len(unseen_by_rest))
+            rest_unread = max(0, rest_unread - len(unseen_by_rest))
         last = _latest(rest_last, unseen_by_rest)
         if last is not None and last is rest_last and last.id is None:
             # the forwarded event of the message REST describes has its id and sender
