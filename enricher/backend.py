@@ -10,6 +10,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from .join import RestFailure
 from .payloads import Parsed, Rejected, Room, parse_rest_room
@@ -91,7 +92,8 @@ class RoomFetcher:
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self._session = session
-        self._base_url = base_url.rstrip("/")
+        self._base_url = URL(base_url)
+        self._base_path = self._base_url.raw_path.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._headers = headers or {}
@@ -108,9 +110,13 @@ class RoomFetcher:
         """
         return self.last_outcome not in ("timeout", "connection_error", "tls_error")
 
-    def room_url(self, room_id: str) -> str:
-        """The REST address of a room; the id is always one escaped path segment."""
-        return f"{self._base_url}/rooms/{quote(room_id, safe='')}"
+    def room_url(self, room_id: str) -> URL:
+        """The REST address of a room; the id is always one escaped path segment, sent
+        as it is (``.`` and ``..`` escaped too: a URL parser would resolve them)."""
+        segment = quote(room_id, safe="")
+        if segment in (".", ".."):
+            segment = segment.replace(".", "%2E")
+        return self._base_url.with_path(f"{self._base_path}/rooms/{segment}", encoded=True)
 
     async def fetch_room(
         self, room_id: str, wanted: Callable[[], bool] = lambda: True

@@ -317,3 +317,14 @@ async def test_pages_of_other_origins_are_refused_unless_listed(
         finally:
             await client.disconnect()
         assert connected == (origin in allowed or origin == own), origin
+
+
+@pytest.mark.parametrize("room_id", ["..", "."])
+async def test_a_dot_room_id_is_asked_as_that_room_not_resolved_away(
+    backend: StubBackend, browsers: Any, room_id: str
+) -> None:
+    (browser,) = await browsers(1)
+    await backend.new_customer(room_id, "6281", "Siti", "hi")
+    _, (snapshot,) = await browser.next("new_room_complete")
+    assert backend.rest_paths == [("/rooms/" + "%2E" * len(room_id), room_id)]
+    assert snapshot["enrichment"] == "complete" and snapshot["leads_info"]["name"] == "Siti"
