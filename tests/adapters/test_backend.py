@@ -9,7 +9,6 @@ import aiohttp
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
-from yarl import URL
 
 from enricher.backend import CircuitBreaker, RoomFetcher
 from enricher.join import RestFailure
