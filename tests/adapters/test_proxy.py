@@ -320,11 +320,14 @@ async def test_pages_of_other_origins_are_refused_unless_listed(
 
 
 @pytest.mark.parametrize("room_id", ["..", "."])
-async def test_a_dot_room_id_is_asked_as_that_room_not_resolved_away(
+async def test_a_dot_room_id_is_not_an_id_and_never_reaches_rest(
     backend: StubBackend, browsers: Any, room_id: str
 ) -> None:
+    """No URL path can carry it: GET /rooms/.. would be GET /."""
     (browser,) = await browsers(1)
     await backend.new_customer(room_id, "6281", "Siti", "hi")
-    _, (snapshot,) = await browser.next("new_room_complete")
-    assert backend.rest_paths == [("/rooms/" + "%2E" * len(room_id), room_id)]
-    assert snapshot["enrichment"] == "complete" and snapshot["leads_info"]["name"] == "Siti"
+    _, (raw,) = await browser.next("new_room")
+    assert raw["room_id"] == room_id and "enrichment" not in raw  # forwarded as it came
+    _, (message,) = await browser.next("new_message")
+    assert message["room_id"] == room_id
+    assert backend.rest_paths == []
