@@ -354,7 +354,7 @@ async function handle(req, res) {
       return send(res, 200, { data: restRoom(room, restKnobs(room).rest_shape) });
     }
     restCalls[roomId] = (restCalls[roomId] || 0) + 1;
-    log({ event: 'rest', room_id: roomId, n: restCalls[roomId] });
+    log({ event: 'rest', room_id: roomId, n: restCalls[roomId], path: req.url });
     const knobs = restKnobs(room);
     if (knobs.rest_delay_ms > 0) await sleep(knobs.rest_delay_ms);
     if (knobs.rest_fail === 'hang') return; // never answer
@@ -410,6 +410,13 @@ async function handle(req, res) {
     }
     io.emit(body.event, ...(Array.isArray(body.args) ? body.args : []));
     return send(res, 200, { ok: true });
+  }
+  if (method === 'POST' && path === '/_control/emit-batch') {
+    // [{event, args}, ...]: each `io.emit(event, ...args)`, in order, in one tick.
+    const body = await readJson(req);
+    const events = Array.isArray(body.events) ? body.events : [];
+    for (const item of events) io.emit(item.event, ...(Array.isArray(item.args) ? item.args : []));
+    return send(res, 200, { emitted: events.length });
   }
   if (method === 'POST' && path === '/_control/burst') {
     // `count` events in one tick (or `interval_ms` apart), {n, pad, sum} with n from `start`: pad of sizes[n % sizes.length] characters

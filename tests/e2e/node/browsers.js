@@ -6,7 +6,8 @@
 //   node browsers.js URL N [--transports polling,websocket] [--no-deflate]
 //
 // --transports: socket.io-client's `transports` (default: polling, then the upgrade);
-// --no-deflate: do not offer permessage-deflate (socket.io-client offers it by default).
+// --no-deflate: do not offer permessage-deflate (socket.io-client offers it by default);
+// --raw: print every event with all its arguments too (type "raw").
 //
 // stdout, one JSON object a line:
 //   {"type":"connected","browser":i,...}          on each connect
@@ -35,6 +36,8 @@ const options = { forceNew: true };
 const transportsAt = flags.indexOf('--transports');
 if (transportsAt >= 0) options.transports = flags[transportsAt + 1].split(',');
 if (flags.includes('--no-deflate')) options.perMessageDeflate = false;
+// --raw: also {"type":"raw","browser":i,"event":e,"args":[...]} for every event, all arguments.
+const raw = flags.includes('--raw');
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -77,6 +80,7 @@ class Browser {
     });
     this.socket.on('new_message', (message) => {
       this.count('new_message', message && message.id, message);
+      if (!message || typeof message !== 'object') return; // a backend that drifts
       this.modern = this.modern.map((r) =>
         r.room_id === message.room_id
           ? {
@@ -105,7 +109,7 @@ class Browser {
     });
     this.socket.on('new_room', (data) => {
       this.count('new_room', data && data.room_id, data);
-      this.legacy = [data, ...this.legacy];
+      if (data && typeof data === 'object') this.legacy = [data, ...this.legacy];
     });
     this.socket.on('room:new_message', (message) => {
       this.count('room:new_message', message && message.id, message);
@@ -128,6 +132,7 @@ class Browser {
     });
 
     this.socket.onAny((event, ...args) => {
+      if (raw) out({ type: 'raw', browser: index, event, args });
       if (event === 'test:seq' || event === 'test:deep') return;
       if (ROOM_EVENTS.has(event) || MESSAGE_EVENTS.has(event)) return;
       const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
