@@ -19,7 +19,7 @@
 //   {"type":"dump","browsers":[...]}  {"type":"ack","tag":t,"args"|"error":..}  {"type":"emitted","tag":t}
 // stdin, one JSON object a line: {"cmd":"dump"} | {"cmd":"emit",...} | {"cmd":"close"}
 //   | {"cmd":"pause","browser":i} | {"cmd":"resume","browser":i}  (stop / start reading the
-//   browser's WebSocket: a browser whose tab or network stalls)
+//   browser's WebSocket, or polling: a browser whose tab or network stalls)
 'use strict';
 
 const readline = require('readline');
@@ -170,6 +170,23 @@ class Browser {
     return transport && transport.ws && transport.ws._socket;
   }
 
+  // A polling browser that stops polling: the request under way completes, no other is
+  // sent (engine.io-client's Polling._poll starts each one) until it resumes.
+  pausePolling(transport, pause) {
+    if (pause) {
+      if (transport._enricherPoll) return;
+      transport._enricherPoll = transport._poll;
+      transport._stalled = false;
+      transport._poll = () => {
+        transport._stalled = true;
+      };
+    } else if (transport._enricherPoll) {
+      transport._poll = transport._enricherPoll;
+      delete transport._enricherPoll;
+      if (transport._stalled) transport._poll();
+    }
+  }
+
   dump() {
     return {
       transport: this.transport(),
@@ -219,11 +236,17 @@ function command(cmd) {
     }
   } else if (cmd.cmd === 'pause' || cmd.cmd === 'resume') {
     const b = browsers[cmd.browser];
-    const tcp = b && b.tcp();
     const tag = cmd.tag === undefined ? null : cmd.tag;
-    if (!tcp) return out({ type: 'error', tag, error: `browser ${cmd.browser} has no WebSocket` });
-    if (cmd.cmd === 'pause') tcp.pause();
-    else tcp.resume();
+    const tcp = b && b.tcp();
+    const transport = b && b.socket.io.engine && b.socket.io.engine.transport;
+    if (tcp) {
+      if (cmd.cmd === 'pause') tcp.pause();
+      else tcp.resume();
+    } else if (transport && transport.name === 'polling') {
+      b.pausePolling(transport, cmd.cmd === 'pause');
+    } else {
+      return out({ type: 'error', tag, error: `browser ${cmd.browser} has no transport to pause` });
+    }
     out({ type: cmd.cmd === 'pause' ? 'paused' : 'resumed', tag, browser: cmd.browser });
   } else if (cmd.cmd === 'close') {
     close(0);
