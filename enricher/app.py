@@ -67,7 +67,6 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         new_room_mode=settings.new_room_mode,
         jitter=random.random,
     )
-    metrics.watch_sizes(join.sizes)
     metrics.rooms_held.set_function(lambda: len(join.pending_rooms))
     tls = client_context(settings.upstream.tls_verify, settings.upstream.tls_ca_file)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
@@ -117,8 +116,11 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             client_event_rate=settings.client_event_rate,
             client_event_burst=settings.client_event_burst,
             max_payload_bytes=settings.max_payload_bytes,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
+        metrics.watch_sizes(lambda: {**join.sizes(), **downstream.sizes()})
         public, public_port = await _site(downstream.app, settings.listen)
         admin, admin_port = await _site(
             admin_app(

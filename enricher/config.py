@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     client_event_rate: Annotated[float, Field(ge=0)] = 20.0
     client_event_burst: Annotated[int, Field(ge=1)] = 40
     max_payload_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
+    ping_interval: Seconds = 25.0
+    ping_timeout: Seconds = 20.0
     websocket: WebSocketSettings = WebSocketSettings()
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()

@@ -136,6 +136,9 @@ class RateLimit:
     def forget(self, sid: str) -> None:
         self._buckets.pop(sid, None)
 
+    def __len__(self) -> int:
+        return len(self._buckets)
+
 
 class RoomMembership:
     """Which browsers are in which backend room, so the proxy joins each room once."""
@@ -175,6 +178,10 @@ class RoomMembership:
     def rooms(self) -> list[str]:
         return list(self._members)
 
+    def __len__(self) -> int:
+        """Entries kept: one per room with browsers, one per browser in a room."""
+        return len(self._members) + len(self._rooms_of)
+
 
 class Downstream:
     """The Socket.IO server browsers connect to, mounted on an aiohttp app."""
@@ -194,6 +201,8 @@ class Downstream:
         client_event_rate: float = 0.0,
         client_event_burst: int = 1,
         max_payload_bytes: int = 1_000_000,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -206,6 +215,7 @@ class Downstream:
         self.membership = RoomMembership()
         self._max_payload_bytes = max_payload_bytes
         websocket = websocket_class(compress=compression, too_large=self._websocket_too_large)
+        self._websockets = websocket.sockets
         self.sio = _Server(
             async_mode="aiohttp",
             client_manager=BroadcastManager(
@@ -218,6 +228,8 @@ class Downstream:
             json=jsonwire,
             cors_allowed_origins="*" if cors_origins == "*" else _origins(cors_origins),
             max_http_buffer_size=max_payload_bytes,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
             logger=False,
             engineio_logger=False,
         )
@@ -235,6 +247,23 @@ class Downstream:
         self.sio.on_refused = lambda sid, event, reason: self._refuse(str(event), reason, sid)
         self.sio.rate_allows = self._rate_allows
         self._limited: set[str] = set()
+
+    def sizes(self) -> dict[str, int]:
+        """Entries of each table kept per browser; all 0 once every browser has left."""
+        manager = self.sio.manager
+        return {
+            "browser_engine_sockets": len(self.sio.eio.sockets),
+            "browser_websockets": len(self._websockets),
+            "browser_sessions": len(manager.eio_to_sid),
+            "browser_environs": len(self.sio.environ),
+            "browser_room_members": sum(
+                len(members) for rooms in manager.rooms.values() for members in rooms.values()
+            ),
+            "browser_backlogs": manager.backlogs,
+            "browser_rate_buckets": len(self.rate_limit),
+            "browser_backend_rooms": len(self.membership),
+            "browser_rate_limited": len(self._limited),
+        }
 
     async def emit(self, action: Emit) -> None:
         """Carry out an :class:`Emit` of the join."""

@@ -180,6 +180,11 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         await self._deliver(encoded, namespace, room, skip)
 
+    @property
+    def backlogs(self) -> int:
+        """Browsers with events on their way through their queue now."""
+        return len(self._backlog)
+
     async def emit_encoded(self, encoded: str, room: str | None = None) -> None:
         """Broadcast a Socket.IO packet that is already text (namespace ``/``, no ack)."""
         if "/" in self.rooms:
