@@ -171,21 +171,22 @@ async def test_a_polling_browser_that_stops_polling_is_dropped_and_comes_back(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
     """``websocket.max_queued_events`` bounds a polling browser's queue too. A polling
-    browser takes what waits for it once per request, so the burst is paced: 50 events
-    faster than one poll's round trip would drop a browser that polls, too."""
+    browser takes what waits for it once per request, so the burst is paced (100 events
+    a second): 100 events within one poll's round trip would drop a browser that polls,
+    too."""
     proxy, group = await stack(
         backend,
         make_enricher,
         browsers,
         3,
         ["--transports", "polling"],
-        ENRICHER_WEBSOCKET__MAX_QUEUED_EVENTS="50",
+        ENRICHER_WEBSOCKET__MAX_QUEUED_EVENTS="100",
     )
     await group.pause(0)  # its poll under way completes; it sends no other
-    count = 150
+    count = 250
     await backend.burst(count, [100, 3_000], interval_ms=10)
     dropped = await proxy.wait_log("browser_dropped")
-    assert dropped["reason"] == "backlog" and dropped["queued"] == 50
+    assert dropped["reason"] == "backlog" and dropped["queued"] == 100
     await group.wait_seqs(count, browsers=[1, 2])
     for browser in (1, 2):
         assert_in_order(group, browser, count)
