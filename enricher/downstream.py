@@ -113,6 +113,23 @@ def _origins(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], 
     return check
 
 
+class _WholeBody:
+    """A polling request's body as python-engineio reads it: ``read(n)`` gives all ``n``
+    bytes. aiohttp's stream gives what has arrived so far, and python-engineio takes that
+    for the whole body: the rest of a large event was lost, silently."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            return bytes(await self._stream.read())
+        try:
+            return bytes(await self._stream.readexactly(n))
+        except asyncio.IncompleteReadError as exc:  # the browser went away mid-request
+            return bytes(exc.partial)
+
+
 class RateLimit:
     """A token bucket per browser: ``rate`` events a second, ``burst`` at once."""
 
@@ -234,8 +251,20 @@ class Downstream:
             engineio_logger=False,
         )
         # python-engineio takes its WebSocket class from its driver table: ours adds the
-        # compression setting and what the direct broadcast path needs.
-        self.sio.eio._async = {**self.sio.eio._async, "websocket": websocket}
+        # compression setting and what the direct broadcast path needs; and its request
+        # translation, which hands polling bodies over with a reader of ours.
+        translate = self.sio.eio._async["translate_request"]
+
+        def translate_request(request: web.Request) -> dict[str, Any]:
+            environ: dict[str, Any] = translate(request)
+            environ["wsgi.input"] = _WholeBody(request.content)
+            return environ
+
+        self.sio.eio._async = {
+            **self.sio.eio._async,
+            "websocket": websocket,
+            "translate_request": translate_request,
+        }
         self.app = web.Application(middlewares=[self._polling_too_large])
         self.sio.attach(self.app, socketio_path=socketio_path)
         self.sio.on("connect", self._connect)
