@@ -21,6 +21,7 @@ import aiohttp
 import jwt
 import structlog
 from cachetools import TTLCache
+from yarl import URL
 
 from .config import AuthSettings
 
@@ -193,7 +194,7 @@ class RoomAccess:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        room_url: Callable[[str], str],
+        room_url: Callable[[str], str | URL],
         timeout: float,
         cache_ttl: float,
     ) -> None:
@@ -221,7 +222,7 @@ class RoomAccess:
 
 async def _ask(
     session: aiohttp.ClientSession,
-    url: str,
+    url: str | URL,
     headers: dict[str, str],
     timeout: aiohttp.ClientTimeout,
     what: str,

@@ -23,6 +23,7 @@ from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
+from .tls import client_context
 from .upstream import BrowserConnections, Upstream
 
 log = structlog.get_logger("enricher")
@@ -78,9 +79,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         new_room_mode=settings.new_room_mode,
         jitter=random.random,
     )
-    metrics.watch_sizes(join.sizes)
     metrics.rooms_held.set_function(lambda: len(join.pending_rooms))
-    async with aiohttp.ClientSession() as session:
+    tls = client_context(settings.upstream.tls_verify, settings.upstream.tls_ca_file)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
         fetcher = RoomFetcher(
             session,
             settings.rest_url,
@@ -120,6 +121,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             on_connected=on_connected,
             on_state=on_state,
             on_undecodable=lambda packet: driver.undecodable(packet),
+            tls=tls,
         )
         downstream = Downstream(
             upstream,
@@ -140,12 +142,16 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             if settings.auth.room_check
             else None,
             browser_connections=BrowserConnections(
-                settings.upstream, metrics.browser_upstream_connections.set
+                settings.upstream, metrics.browser_upstream_connections.set, tls
             )
             if settings.client_event_upstream == "per_browser"
             else None,
+            max_payload_bytes=settings.max_payload_bytes,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
+        metrics.watch_sizes(lambda: {**join.sizes(), **downstream.sizes()})
         public, public_port = await _site(downstream.app, settings.listen)
         admin, admin_port = await _site(
             admin_app(

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from .join import RestFailure
 from .payloads import Parsed, Rejected, Room, parse_rest_room
@@ -19,7 +20,7 @@ log = structlog.get_logger("enricher.backend")
 RestResult = Parsed[Room] | RestFailure
 
 # Outcomes that say the backend is not answering; an error status below 500 is an answer.
-_FAILURES = frozenset({"timeout", "connection_error", "5xx"})
+_FAILURES = frozenset({"timeout", "connection_error", "tls_error", "5xx"})
 
 
 class CircuitBreaker:
@@ -91,7 +92,8 @@ class RoomFetcher:
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self._session = session
-        self._base_url = base_url.rstrip("/")
+        self._base_url = URL(base_url)
+        self._base_path = self._base_url.raw_path.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._headers = headers or {}
@@ -106,11 +108,15 @@ class RoomFetcher:
 
         An error status is an answer: one 5xx must not take every replica out of service.
         """
-        return self.last_outcome not in ("timeout", "connection_error")
+        return self.last_outcome not in ("timeout", "connection_error", "tls_error")
 
-    def room_url(self, room_id: str) -> str:
-        """The REST address of a room; the id is always one escaped path segment."""
-        return f"{self._base_url}/rooms/{quote(room_id, safe='')}"
+    def room_url(self, room_id: str) -> URL:
+        """The REST address of a room; the id is always one escaped path segment, sent
+        as it is (``.`` and ``..`` escaped too: a URL parser would resolve them)."""
+        segment = quote(room_id, safe="")
+        if segment in (".", ".."):
+            segment = segment.replace(".", "%2E")
+        return self._base_url.with_path(f"{self._base_path}/rooms/{segment}", encoded=True)
 
     async def fetch_room(
         self, room_id: str, wanted: Callable[[], bool] = lambda: True
@@ -149,6 +155,9 @@ class RoomFetcher:
                 body = await response.read()
         except TimeoutError:
             return RestFailure("rest_timeout"), "timeout"
+        except aiohttp.ClientSSLError as exc:  # a certificate not verified, a TLS failure
+            log.warning("rest_tls_failed", room_id=room_id, error=str(exc))
+            return RestFailure("rest_tls"), "tls_error"
         except aiohttp.ClientError:
             return RestFailure("rest_connection"), "connection_error"
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -54,7 +55,16 @@ def _url(value: str) -> str:
     return value
 
 
+def _ca_file(value: Path) -> Path:
+    try:
+        ssl.create_default_context(cafile=str(value))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"not a readable PEM CA bundle: {value} ({exc})") from None
+    return value
+
+
 Address = Annotated[str, AfterValidator(_address)]
+CaFile = Annotated[Path, AfterValidator(_ca_file)]
 Url = Annotated[str, AfterValidator(_url)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -75,6 +85,8 @@ class UpstreamSettings(_Section):
     reconnect_delay_max: Seconds = 10.0
     ack_timeout: Seconds = 10.0
     clock_skew: Annotated[float, Field(ge=0)] = 2.0
+    tls_verify: bool = True
+    tls_ca_file: CaFile | None = None
 
 
 class RestSettings(_Section):
@@ -186,6 +198,9 @@ class Settings(BaseSettings):
     client_event_burst: Annotated[int, Field(ge=1)] = 40
     client_event_upstream: Literal["shared", "per_browser"] = "shared"
     auth: AuthSettings = AuthSettings()
+    max_payload_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
+    ping_interval: Seconds = 25.0
+    ping_timeout: Seconds = 20.0
     websocket: WebSocketSettings = WebSocketSettings()
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -141,6 +142,23 @@ def _origins(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], 
     return check
 
 
+class _WholeBody:
+    """A polling request's body as python-engineio reads it: ``read(n)`` gives all ``n``
+    bytes. aiohttp's stream gives what has arrived so far, and python-engineio takes that
+    for the whole body: the rest of a large event was lost, silently."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            return bytes(await self._stream.read())
+        try:
+            return bytes(await self._stream.readexactly(n))
+        except asyncio.IncompleteReadError as exc:  # the browser went away mid-request
+            return bytes(exc.partial)
+
+
 class RateLimit:
     """A token bucket per browser: ``rate`` events a second, ``burst`` at once."""
 
@@ -163,6 +181,9 @@ class RateLimit:
 
     def forget(self, sid: str) -> None:
         self._buckets.pop(sid, None)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 class RoomMembership:
@@ -203,6 +224,10 @@ class RoomMembership:
     def rooms(self) -> list[str]:
         return list(self._members)
 
+    def __len__(self) -> int:
+        """Entries kept: one per room with browsers, one per browser in a room."""
+        return len(self._members) + len(self._rooms_of)
+
 
 class Downstream:
     """The Socket.IO server browsers connect to, mounted on an aiohttp app."""
@@ -224,6 +249,9 @@ class Downstream:
         gate: Gate | None = None,
         room_access: RoomAccess | None = None,
         browser_connections: BrowserConnections | None = None,
+        max_payload_bytes: int = 1_000_000,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -241,6 +269,9 @@ class Downstream:
         self._expiries: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         websocket = websocket_class(compress=compression)
+        self._max_payload_bytes = max_payload_bytes
+        websocket = websocket_class(compress=compression, too_large=self._websocket_too_large)
+        self._websockets = websocket.sockets
         self.sio = _Server(
             async_mode="aiohttp",
             client_manager=BroadcastManager(
@@ -252,13 +283,28 @@ class Downstream:
             ),
             json=jsonwire,
             cors_allowed_origins="*" if cors_origins == "*" else _origins(cors_origins),
+            max_http_buffer_size=max_payload_bytes,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
             logger=False,
             engineio_logger=False,
         )
         # python-engineio takes its WebSocket class from its driver table: ours adds the
-        # compression setting and what the direct broadcast path needs.
-        self.sio.eio._async = {**self.sio.eio._async, "websocket": websocket}
-        self.app = web.Application()
+        # compression setting and what the direct broadcast path needs; and its request
+        # translation, which hands polling bodies over with a reader of ours.
+        translate = self.sio.eio._async["translate_request"]
+
+        def translate_request(request: web.Request) -> dict[str, Any]:
+            environ: dict[str, Any] = translate(request)
+            environ["wsgi.input"] = _WholeBody(request.content)
+            return environ
+
+        self.sio.eio._async = {
+            **self.sio.eio._async,
+            "websocket": websocket,
+            "translate_request": translate_request,
+        }
+        self.app = web.Application(middlewares=[self._polling_too_large])
         self.sio.attach(self.app, socketio_path=socketio_path)
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
@@ -270,6 +316,28 @@ class Downstream:
         self.sio.rate_allows = self._rate_allows
         self.sio.admit = self._admit
         self._limited: set[str] = set()
+
+    def sizes(self) -> dict[str, int]:
+        """Entries of each table kept per browser; all 0 once every browser has left."""
+        manager = self.sio.manager
+        return {
+            "browser_engine_sockets": len(self.sio.eio.sockets),
+            "browser_websockets": len(self._websockets),
+            "browser_sessions": len(manager.eio_to_sid),
+            "browser_environs": len(self.sio.environ),
+            "browser_room_members": sum(
+                len(members) for rooms in manager.rooms.values() for members in rooms.values()
+            ),
+            "browser_backlogs": manager.backlogs,
+            "browser_rate_buckets": len(self.rate_limit),
+            "browser_backend_rooms": len(self.membership),
+            "browser_rate_limited": len(self._limited),
+            "browser_credentials": len(self._credentials),
+            "browser_expiry_timers": len(self._expiries),
+            "browser_upstream_connections": (
+                0 if self._own_connections is None else len(self._own_connections)
+            ),
+        }
 
     async def emit(self, action: Emit) -> None:
         """Carry out an :class:`Emit` of the join."""
@@ -399,6 +467,34 @@ class Downstream:
         if self.membership.leave(sid, room_id):
             await self._backend_room(ROOM_LEAVE, room_id)
         return {"ok": True, "room_id": room_id}
+
+    def _too_large(self, eio_sid: str, size: int | None, transport: str) -> None:
+        """A browser message over ``max_payload_bytes``: python-engineio closes the
+        connection (socket.io-client reconnects); said here, since it says nothing."""
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
+        log.warning(
+            "payload_rejected",
+            source="browser",
+            reason="too_large",
+            size=size,
+            limit=self._max_payload_bytes,
+            transport=transport,
+            sid=sid,
+        )
+        self._metrics.client_events.labels("other", "too_large").inc()
+
+    def _websocket_too_large(self, eio_sid: str, detail: str) -> None:
+        size = re.search(r"size (\d+)", detail)  # aiohttp: "Message size N exceeds limit M"
+        self._too_large(eio_sid, int(size.group(1)) if size else None, "websocket")
+
+    @web.middleware
+    async def _polling_too_large(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        size = request.content_length
+        if request.method == "POST" and size is not None and size > self._max_payload_bytes:
+            self._too_large(request.query.get("sid", ""), size, "polling")
+        return await handler(request)
 
     async def _undecodable(self, eio_sid: str, packet: str) -> None:
         """A browser event too deeply nested to decode: refused, with an error ack if the

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import engineio.async_drivers.aiohttp as engineio_aiohttp
 import socketio
 import structlog
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
@@ -78,6 +78,20 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
                 del self.sockets[eio_sid]
         return self._sock
 
+    def too_large(self, eio_sid: str, detail: str) -> None:
+        """Told of each message refused for its size (aiohttp closes the connection, 1009);
+        :func:`websocket_class` sets it."""
+
+    async def wait(self) -> str | bytes:
+        msg = await self._sock.receive()
+        if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
+            WSCloseCode.MESSAGE_TOO_BIG
+        ):
+            self.too_large(self.handler.__self__.sid, str(msg.data))
+        if not isinstance(msg.data, bytes | str):
+            raise OSError()
+        return msg.data
+
     async def send(self, message: str | bytes) -> None:
         self.sending += 1
         try:
@@ -109,9 +123,12 @@ class _Queued(eio_packet.Packet):  # type: ignore[misc]
         return super().encode(b64)
 
 
-def websocket_class(*, compress: bool) -> type[WebSocket]:
+def websocket_class(
+    *, compress: bool, too_large: Callable[[str, str], None] = lambda eio_sid, detail: None
+) -> type[WebSocket]:
     """A :class:`WebSocket` class of its own for one server: its settings, its sockets."""
-    return type("WebSocket", (WebSocket,), {"compress": compress, "sockets": {}})
+    attributes = {"compress": compress, "sockets": {}, "too_large": staticmethod(too_large)}
+    return type("WebSocket", (WebSocket,), attributes)
 
 
 class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -162,6 +179,11 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             )
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         await self._deliver(encoded, namespace, room, skip)
+
+    @property
+    def backlogs(self) -> int:
+        """Browsers with events on their way through their queue now."""
+        return len(self._backlog)
 
     async def emit_encoded(self, encoded: str, room: str | None = None) -> None:
         """Broadcast a Socket.IO packet that is already text (namespace ``/``, no ack)."""

@@ -469,7 +469,7 @@ class Join:
             forwarded=self._early(room_id, now),
         )
         self.pending_rooms[room_id] = pending
-        heapq.heappush(self._timers, (pending.deadline, room_id))
+        self._timer(pending.deadline, room_id)
         actions.append(
             Note("room_held", {"room_id": room_id, "early_messages": len(pending.forwarded)})
         )
@@ -613,6 +613,16 @@ class Join:
 
     # -- the snapshot -------------------------------------------------------------------
 
+    def _timer(self, at: float, room_id: str) -> None:
+        """Wake up at ``at`` for ``room_id``. A room sent before its timers are due leaves
+        them behind: once they outnumber the held rooms' own (a deadline, a retry and a
+        grace each) by far, they are dropped, so a burst of rooms cannot grow the heap
+        beyond ``max_pending_rooms``."""
+        heapq.heappush(self._timers, (at, room_id))
+        if len(self._timers) > 4 * len(self.pending_rooms) + 1024:
+            self._timers = [t for t in self._timers if t[1] in self.pending_rooms]
+            heapq.heapify(self._timers)
+
     def _fetch(self, pending: PendingRoom, room_id: str) -> Fetch:
         pending.fetch_in_flight = True
         pending.fetch_attempts += 1
@@ -624,7 +634,7 @@ class Join:
         delay = backoff / 2 + backoff / 2 * min(1.0, max(0.0, self._jitter()))
         if now + delay < pending.deadline:
             pending.next_fetch_at = now + delay
-            heapq.heappush(self._timers, (now + delay, pending.room.room_id))
+            self._timer(now + delay, pending.room.room_id)
 
     @staticmethod
     def _known(pending: PendingRoom) -> bool:
@@ -645,7 +655,7 @@ class Join:
                 # moment to arrive, so that the snapshot carries its id and sender.
                 if pending.grace_until is None:
                     pending.grace_until = min(now + self.limits.event_grace, pending.deadline)
-                    heapq.heappush(self._timers, (pending.grace_until, room_id))
+                    self._timer(pending.grace_until, room_id)
                 if now < pending.grace_until:
                     return []
         return self._send(room_id, pending, now, None)
@@ -674,6 +684,13 @@ class Join:
         else:
             rest_count = pending.room.message_count or 0
             rest_unread = pending.room.unread_count or 0
+        if rest is not None and rest_last is None:
+            # REST names no last message, so none of the forwarded ones is known to be in
+            # its counts; if the counts say there are messages all the same (a last message
+            # of the wrong type, say), the forwarded ones may be among them: never count a
+            # message twice.
+            rest_count = max(0, rest_count - len(unseen_by_rest))
+            rest_unread = max(0, rest_unread - len(unseen_by_rest))
         last = _latest(rest_last, unseen_by_rest)
         if last is not None and last is rest_last and last.id is None:
             # the forwarded event of the message REST describes has its id and sender

@@ -36,6 +36,7 @@ SNAPSHOT_REASONS = frozenset(
         "shutdown",
         "rest_timeout",
         "rest_connection",
+        "rest_tls",
         "rest_invalid_body",
         "rest_status_3xx",
         "rest_status_4xx",
@@ -231,7 +232,8 @@ class Metrics:
             self._queued.inc(queued)
 
     def watch_sizes(self, sizes: Callable[[], dict[str, int]]) -> None:
-        """Export the join's table sizes (``rooms held now`` is ``pending_rooms``)."""
+        """Export the sizes of the internal tables: the join's (``rooms held now`` is
+        ``pending_rooms``) and those kept per browser."""
         self.registry.register(_Sizes(sizes))
 
     def snapshot_sent(self, enrichment: str, reason: object, held_seconds: float) -> None:

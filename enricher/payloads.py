@@ -93,6 +93,10 @@ def room_id_of(value: object) -> str:
         # Control characters or lone surrogates (from a "\ud800" escape): not an id any
         # backend gave out, and not text a URL can carry.
         raise Rejected("room_id_invalid")
+    if value in (".", ".."):
+        # No URL path can carry these as a segment: "." and ".." are resolved away, and
+        # WHATWG URL parsers (Node's, browsers') resolve "%2E" and "%2E%2E" too.
+        raise Rejected("room_id_invalid")
     return value
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import aiohttp
 import engineio
 import socketio
 import structlog
@@ -102,6 +104,7 @@ class Upstream:
         on_state: Callable[[bool], None],
         on_undecodable: Callable[[str], None] = lambda text: None,
         rng: random.Random | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
         self._on_event = on_event
@@ -112,6 +115,14 @@ class Upstream:
         self._stopping = False
         self._disconnected = asyncio.Event()
         self._up = False
+        self._request_error: BaseException | None = None  # of the attempt under way
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_exception.append(self._request_failed)
+
+        def http_session() -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+            return aiohttp.ClientSession(connector=connector, trace_configs=[tracing])
+
         # handle_sigint off: python-socketio would otherwise take Ctrl-C over at the first
         # connection and cancel every task, skipping enricher's own shutdown.
         self.client = _Client(
@@ -120,6 +131,10 @@ class Upstream:
             engineio_logger=False,
             handle_sigint=False,
             json=jsonwire,
+            http_session=http_session,
+            # The backend's events are forwarded whatever their size: no WebSocket message
+            # limit (aiohttp's default, 4 MiB, would drop the connection, and the event).
+            websocket_extra_options={"max_msg_size": 0},
         )
         self.client.on_undecodable = on_undecodable
         self.client.on("*", self._any_event)
@@ -139,6 +154,17 @@ class Upstream:
         heard = getattr(self.client.eio, "heard_at", None)
         return heard if isinstance(heard, datetime) else datetime.now(UTC)
 
+    async def _request_failed(self, session: Any, context: Any, params: Any) -> None:
+        self._request_error = params.exception
+
+    def _failure(self, exc: Exception) -> dict[str, str]:
+        """What broke a connection attempt: python-engineio hides the request's own error
+        (a TLS failure among them) behind its own."""
+        cause: BaseException = self._request_error or exc
+        if isinstance(cause, aiohttp.ClientSSLError | ssl.SSLError):
+            return {"reason": "tls", "error": str(cause)}
+        return {"error": str(cause) or type(cause).__name__}
+
     async def _any_event(self, event: str, *args: Any) -> None:
         self._on_event(event, args)
 
@@ -156,6 +182,7 @@ class Upstream:
         while not self._stopping:
             log.info("upstream_connecting", url=settings.url, attempt=attempt)
             self._disconnected.clear()
+            self._request_error = None
             try:
                 # The whole attempt is bounded: engine.io waits for the server's OPEN
                 # packet without a timeout of its own.
@@ -165,9 +192,7 @@ class Upstream:
                 delay = self._backoff(attempt)
                 attempt += 1
                 log.warning(
-                    "upstream_connect_failed",
-                    error=str(exc) or type(exc).__name__,
-                    retry_in=round(delay, 3),
+                    "upstream_connect_failed", **self._failure(exc), retry_in=round(delay, 3)
                 )
                 await self._pause(delay)
                 continue
@@ -289,11 +314,20 @@ class BrowserConnections:
     closed with the browser; events the backend sends on it are not used (browsers get
     the backend's broadcasts through the shared connection)."""
 
-    def __init__(self, settings: UpstreamSettings, on_count: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        on_count: Callable[[int], None],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._settings = settings
         self._on_count = on_count
+        self._tls = tls
         self._clients: dict[str, socketio.AsyncClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)  # one per browser that sent an event, until it leaves
 
     async def emit(self, sid: str, handshake: Handshake, event: str, args: tuple[Any, ...]) -> None:
         """Send a browser's event on its own connection (opened if need be)."""
@@ -341,12 +375,21 @@ class BrowserConnections:
         if client is not None:  # its connection was lost: a new one
             await _close(client)
         settings = self._settings
+        tls = self._tls
+
+        def http_session() -> aiohttp.ClientSession:  # the TLS settings of the shared one
+            return aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+            )
+
         client = _Client(
             reconnection=False,
             logger=False,
             engineio_logger=False,
             handle_sigint=False,
             json=jsonwire,
+            http_session=http_session,
+            websocket_extra_options={"max_msg_size": 0},
         )
         refusal: list[Any] = []
         client.on("connect_error", lambda data=None: refusal.append(data))

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
+import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
-from yarl import URL
 
 from enricher.backend import CircuitBreaker, RoomFetcher
 from enricher.join import RestFailure
 from enricher.payloads import Rejected, room_id_of
+from enricher.tls import client_context
 
-PATHS = ["../admin", "a/b?c", "%2e%2e%2f", "x#y", " ", "", "\ud800", "a\x00b", "🙂/.."]
+from .. import tools
+
+PATHS = ["../admin", "a/b?c", "%2e%2e%2f", "x#y", " ", "", "\ud800", "a\x00b", "🙂/..", "..", "."]
 
 
 class Clock:
@@ -77,9 +82,49 @@ def test_a_room_id_is_always_one_escaped_path_segment(room_id: str) -> None:
     except Rejected:
         return
     fetcher = RoomFetcher(None, "http://backend:3000/api/", timeout=1, max_in_flight=1)  # type: ignore[arg-type]
-    url = URL(fetcher.room_url(room_id), encoded=True)
+    url = fetcher.room_url(room_id)  # what aiohttp sends: a URL is not parsed again
     assert (url.scheme, url.host, url.port) == ("http", "backend", 3000)
     assert not url.query_string and not url.fragment
     assert url.raw_path.startswith("/api/rooms/")
     segment = url.raw_path.removeprefix("/api/rooms/")
     assert "/" not in segment and unquote(segment) == room_id
+    assert segment not in (".", ".."), "a dot segment: resolved away before it is sent"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tools.certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.mark.parametrize("ca", [False, True], ids=["system CAs", "its CA configured"])
+async def test_rest_over_https_follows_the_tls_settings(
+    aiohttp_server: Any, certificates: Path, ca: bool
+) -> None:
+    """The room fetcher, on the session app.py gives it: a certificate of an unknown CA is
+    a failed request (``rest_tls``, outcome ``tls_error``, not reachable), a known one works."""
+
+    async def room(request: web.Request) -> web.Response:
+        return web.json_response({"data": {"room_id": request.match_info["room_id"]}})
+
+    app = web.Application()
+    app.router.add_get("/rooms/{room_id}", room)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(certificates / "server.pem", certificates / "server.key")
+    server = await aiohttp_server(app, ssl=served)
+    outcomes: list[str] = []
+    context = client_context(True, certificates / "ca.pem" if ca else None)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        fetcher = RoomFetcher(
+            session,
+            f"https://127.0.0.1:{server.port}",
+            timeout=5.0,
+            max_in_flight=1,
+            observe=lambda outcome, seconds: outcomes.append(outcome),
+        )
+        answer = await fetcher.fetch_room("r1")
+    if ca:
+        assert not isinstance(answer, RestFailure) and answer.value.room_id == "r1"
+        assert outcomes == ["2xx"] and fetcher.reachable
+    else:
+        assert answer == RestFailure("rest_tls")
+        assert outcomes == ["tls_error"] and not fetcher.reachable

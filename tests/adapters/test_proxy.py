@@ -317,3 +317,17 @@ async def test_pages_of_other_origins_are_refused_unless_listed(
         finally:
             await client.disconnect()
         assert connected == (origin in allowed or origin == own), origin
+
+
+@pytest.mark.parametrize("room_id", ["..", "."])
+async def test_a_dot_room_id_is_not_an_id_and_never_reaches_rest(
+    backend: StubBackend, browsers: Any, room_id: str
+) -> None:
+    """No URL path can carry it: GET /rooms/.. would be GET /."""
+    (browser,) = await browsers(1)
+    await backend.new_customer(room_id, "6281", "Siti", "hi")
+    _, (raw,) = await browser.next("new_room")
+    assert raw["room_id"] == room_id and "enrichment" not in raw  # forwarded as it came
+    _, (message,) = await browser.next("new_message")
+    assert message["room_id"] == room_id
+    assert backend.rest_paths == []

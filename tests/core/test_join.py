@@ -401,3 +401,23 @@ def test_at_shutdown_a_room_still_being_checked_gets_no_guessed_snapshot() -> No
     assert [a for a in actions if isinstance(a, Emit)] == []
     assert [a.fields["outcome"] for a in actions if isinstance(a, Note)] == ["shutdown"]
     assert join.sizes()["pending_rooms"] == 0
+
+
+def test_rest_with_a_last_message_of_the_wrong_type_never_counts_a_message_twice() -> None:
+    """REST counts the first message but its ``last_message`` is unusable: the forwarded
+    message may be the one counted, so it is not added on top."""
+    backend, join, browser = setup()
+    room = backend.rooms["r1"]
+    browser.apply(join.upstream_event("new_room", (room.new_room_payload(),), now=0.0))
+    message = backend.save_message("r1", "Hi")
+    browser.apply(join.upstream_event("new_message", (message,), now=0.01))
+    body = room.rest_body("nested")
+    body["data"]["last_message"] = 42
+    parsed = parse_rest_room(body, "r1")
+    assert parsed.value.last_message is None and "last_message" in parsed.warnings
+    browser.apply(join.rest_answer("r1", parsed, now=0.02))
+    (snapshot,) = browser.snapshots
+    assert snapshot["unread_count"] == 1 and snapshot["message_count"] == 1
+    assert snapshot["last_message"]["id"] == message["id"]
+    for style in ("modern", "legacy"):
+        assert browser.sidebar(style) == {"r1": [truth(room)]}

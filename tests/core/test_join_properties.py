@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, RestFailure
+from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, Note, RestFailure
 from enricher.payloads import parse_rest_room
 
 from .world import Backend, Browser, truth
@@ -80,6 +80,7 @@ class Run:
 
     def answer(self, index: int, outcome: str) -> None:
         room_id = self.fetches.pop(index)
+        saw_before = self.rest_saw.get(room_id)
         if outcome == "fail":
             answer: Any = RestFailure("rest_status_5xx")
         else:
@@ -87,7 +88,15 @@ class Run:
             if room_id in self.join.pending_rooms:  # an answer the join will use
                 self.rest_saw[room_id] = len(room.messages)
             answer = parse_rest_room(room.rest_body(outcome), room_id)
-        self.carry_out(self.join.rest_answer(room_id, answer, self.now))
+        actions = self.join.rest_answer(room_id, answer, self.now)
+        if any(isinstance(a, Note) and a.kind == "room_checked" for a in actions):
+            # it answered a check (not a room created in an outage): the room is not held
+            # and the answer not used
+            if saw_before is None:
+                self.rest_saw.pop(room_id, None)
+            else:
+                self.rest_saw[room_id] = saw_before
+        self.carry_out(actions)
 
     def tick(self, seconds: float) -> None:
         self.now += seconds

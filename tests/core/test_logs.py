@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from enricher.logs import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """configure_logging() writes to the stderr of the moment, capsys' here, which is
+    closed after the test: later tests that log would fail on it."""
+    yield
+    structlog.reset_defaults()
 
 
 def test_credentials_are_redacted_from_log_lines(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enricher.join import Emit, Join
-from enricher.payloads import Message, parse_message, parse_rest_room, parse_room
+from enricher.payloads import (
+    Message,
+    Rejected,
+    parse_message,
+    parse_rest_room,
+    parse_room,
+    room_id_of,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
@@ -106,3 +114,14 @@ def test_odd_fields_get_defaults_and_are_named() -> None:
     assert set(parsed.warnings) == {"leads_info", "unread_count", "participants", "room_phone"}
     message = parse_message({"room_id": "r", "id": "m", "created_at": "yesterday"})
     assert message.value.created_at is None and message.warnings == ("created_at",)
+
+
+@pytest.mark.parametrize("room_id", [".", "..", " .. ", "\ud800", "a\x00b", "", None, True])
+def test_what_no_url_path_segment_can_carry_is_not_a_room_id(room_id: object) -> None:
+    with pytest.raises(Rejected):
+        room_id_of(room_id)
+
+
+@pytest.mark.parametrize("room_id", ["...", "../admin", "%2e%2e", "a/b?c", "🙂", 7])
+def test_odd_but_usable_room_ids_are_kept(room_id: object) -> None:
+    assert room_id_of(room_id) == str(room_id)

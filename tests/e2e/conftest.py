@@ -208,10 +208,12 @@ def node_harness() -> Path:
 class Backend:
     """The backend stub (tests/e2e/node/backend.js) and a client for its control API."""
 
-    def __init__(self, child: Child, port: int, session: aiohttp.ClientSession):
+    def __init__(
+        self, child: Child, port: int, session: aiohttp.ClientSession, scheme: str = "http"
+    ):
         self.child = child
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         self.session = session
 
     async def _call(self, method: str, path: str, body: Json | None = None, **params: Any) -> Any:
@@ -393,7 +395,10 @@ async def make_enricher() -> AsyncIterator[EnricherFactory]:
         pytest.skip("the enricher package (`python -m enricher`) is not there yet")
     started: list[Child] = []
 
-    async def start(backend: Backend, listen: str = "127.0.0.1:0", **env: str) -> Enricher:
+    async def start(
+        backend: Backend, listen: str = "127.0.0.1:0", connected: bool = True, **env: str
+    ) -> Enricher:
+        """``listen``: its public address; ``connected``: wait for the backend connection too."""
         python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         child = await spawn(
             "enricher",
@@ -429,12 +434,13 @@ async def make_enricher() -> AsyncIterator[EnricherFactory]:
             START_TIMEOUT,
             context=[backend.child],
         )
-        await child.wait_for(
-            lambda item: item.get("event") == "upstream_connected",
-            'enricher log {"event": "upstream_connected"}',
-            START_TIMEOUT,
-            context=[backend.child],
-        )
+        if connected:
+            await child.wait_for(
+                lambda item: item.get("event") == "upstream_connected",
+                'enricher log {"event": "upstream_connected"}',
+                START_TIMEOUT,
+                context=[backend.child],
+            )
         return Enricher(child, listening["public_port"], listening["admin_port"])
 
     try:

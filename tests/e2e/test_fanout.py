@@ -165,3 +165,43 @@ async def test_a_backend_event_too_deep_to_decode_still_reaches_every_browser(
         assert got[-2]["args"] == [{"depth": 1500, "bottom": "bottom"}]  # as it came
     rejected = await proxy.wait_log("payload_rejected")
     assert rejected["reason"] == "too_deep" and rejected["forwarded"] == "as_it_came"
+
+
+async def test_a_polling_browser_that_stops_polling_is_dropped_and_comes_back(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """``websocket.max_queued_events`` bounds a polling browser's queue too. A polling
+    browser takes what waits for it once per request, so the burst is paced (100 events
+    a second): 100 events within one poll's round trip would drop a browser that polls,
+    too."""
+    proxy, group = await stack(
+        backend,
+        make_enricher,
+        browsers,
+        3,
+        ["--transports", "polling"],
+        ENRICHER_WEBSOCKET__MAX_QUEUED_EVENTS="100",
+    )
+    await group.pause(0)  # its poll under way completes; it sends no other
+    count = 250
+    await backend.burst(count, [100, 3_000], interval_ms=10)
+    dropped = await proxy.wait_log("browser_dropped")
+    assert dropped["reason"] == "backlog" and dropped["queued"] == 100
+    await group.wait_seqs(count, browsers=[1, 2])
+    for browser in (1, 2):
+        assert_in_order(group, browser, count)
+    metrics = await proxy.metrics()
+    assert metrics['enricher_browsers_dropped_total{reason="backlog"}'] == 1
+    assert metrics["enricher_browsers_connected"] == 2
+
+    # Polling again, it finds its session gone, and socket.io-client reconnects.
+    await group.pause(0, resume=True)
+    await group.wait_until(
+        lambda: any(c["browser"] == 0 and c["connects"] == 2 for c in group.connected_lines()),
+        "browser 0 to reconnect",
+    )
+    got = len(group.seqs(0))
+    assert got < count
+    await backend.burst(5, [10], start=count)
+    await group.wait_until(lambda: len(group.seqs(0)) >= got + 5, "browser 0 to get new events")
+    assert [s["n"] for s in group.seqs(0)][-5:] == list(range(count, count + 5))

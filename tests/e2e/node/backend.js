@@ -3,7 +3,7 @@
 // exactly what the seed's backend emits (see /work/shared/seed/socket-events.md), plus the
 // REST endpoints a page refresh uses and a control API that the pytest tests drive.
 //
-//   PORT=0 node backend.js     -> prints {"event":"listening","port":N} on stdout
+//   PORT=0 [TLS_CERT=.. TLS_KEY=..] node backend.js     -> prints {"event":"listening","port":N} on stdout
 //
 // Every line on stdout is one JSON object; the tests read them.
 //
@@ -23,6 +23,7 @@
 
 const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const crypto = require('crypto');
 const { URL } = require('url');
 const { Server } = require('socket.io');
@@ -30,6 +31,9 @@ const { Server } = require('socket.io');
 const AGENT_ID = crypto.randomUUID();
 const REST_SHAPES = new Set(['flat', 'nested']);
 const REST_FAILS = new Set([null, '500', 'hang', 'garbage']);
+// rest_body: the answer's shape when a backend drifts: `data` a list, null or a string, or
+// the body itself a list; rest_patch: fields of `data` replaced (wrongly typed, say).
+const REST_BODIES = new Set([null, 'data_list', 'data_null', 'data_string', 'body_list']);
 
 function log(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -50,7 +54,8 @@ function stamp() {
 
 // ---------------------------------------------------------------- in-memory database
 
-const config = { rest_shape: 'flat', rest_delay_ms: 0, rest_fail: null };
+const config = { rest_shape: 'flat', rest_delay_ms: 0, rest_fail: null, rest_body: null, rest_patch: null };
+const KNOBS = ['rest_shape', 'rest_delay_ms', 'rest_fail', 'rest_body', 'rest_patch'];
 const rooms = new Map(); // room_id -> room (insertion order = creation order)
 const roomByPhone = new Map(); // phone -> room_id
 const restCalls = {}; // room_id -> number of GET /rooms/:id
@@ -215,7 +220,7 @@ function restRoom(room, shape) {
 
 function restKnobs(room) {
   const knobs = { ...config };
-  for (const key of ['rest_shape', 'rest_delay_ms', 'rest_fail']) {
+  for (const key of KNOBS) {
     if (room && room.overrides[key] !== undefined) knobs[key] = room.overrides[key];
   }
   return knobs;
@@ -260,6 +265,12 @@ function validateKnobs(body) {
   if (body.rest_fail !== undefined && !REST_FAILS.has(body.rest_fail)) {
     throw new HttpError(400, 'rest_fail must be null, "500", "hang" or "garbage"');
   }
+  if (body.rest_body !== undefined && !REST_BODIES.has(body.rest_body)) {
+    throw new HttpError(400, 'rest_body must be null, "data_list", "data_null", "data_string" or "body_list"');
+  }
+  if (body.rest_patch !== undefined && body.rest_patch !== null && (typeof body.rest_patch !== 'object' || Array.isArray(body.rest_patch))) {
+    throw new HttpError(400, 'rest_patch must be an object or null');
+  }
   if (body.rest_delay_ms !== undefined && !(Number.isFinite(body.rest_delay_ms) && body.rest_delay_ms >= 0)) {
     throw new HttpError(400, 'rest_delay_ms must be a number >= 0');
   }
@@ -267,7 +278,11 @@ function validateKnobs(body) {
 
 // ---------------------------------------------------------------- socket.io
 
-const httpServer = http.createServer((req, res) => {
+// TLS_CERT and TLS_KEY (PEM files): the same server over https.
+const tls = process.env.TLS_CERT
+  ? { cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) }
+  : null;
+const httpServer = (tls ? (handler) => https.createServer(tls, handler) : http.createServer)((req, res) => {
   handle(req, res).catch((err) => {
     if (!res.headersSent) send(res, err.status || 500, { error: err.message });
     else res.end();
@@ -357,7 +372,7 @@ async function customer(body) {
   let room = roomByPhone.has(phone) ? rooms.get(roomByPhone.get(phone)) : null;
   const isNew = !room;
   if (isNew) room = createRoom(phone, body.name === undefined ? `Customer ${phone}` : body.name);
-  for (const key of ['rest_shape', 'rest_delay_ms', 'rest_fail']) {
+  for (const key of KNOBS) {
     if (body[key] !== undefined) room.overrides[key] = body[key];
   }
 
@@ -411,7 +426,7 @@ async function handle(req, res) {
       return send(res, 200, { data: restRoom(room, restKnobs(room).rest_shape) });
     }
     restCalls[roomId] = (restCalls[roomId] || 0) + 1;
-    log({ event: 'rest', room_id: roomId, n: restCalls[roomId] });
+    log({ event: 'rest', room_id: roomId, n: restCalls[roomId], path: req.url });
     const knobs = restKnobs(room);
     if (knobs.rest_delay_ms > 0) await sleep(knobs.rest_delay_ms);
     if (knobs.rest_fail === 'hang') return; // never answer
@@ -421,7 +436,12 @@ async function handle(req, res) {
       return res.end('not json{');
     }
     if (!room) return send(res, 404, { error: 'not found' });
-    return send(res, 200, { data: restRoom(room, knobs.rest_shape) });
+    const data = { ...restRoom(room, knobs.rest_shape), ...(knobs.rest_patch || {}) };
+    if (knobs.rest_body === 'data_list') return send(res, 200, { data: [data] });
+    if (knobs.rest_body === 'data_null') return send(res, 200, { data: null });
+    if (knobs.rest_body === 'data_string') return send(res, 200, { data: JSON.stringify(data) });
+    if (knobs.rest_body === 'body_list') return send(res, 200, [data]);
+    return send(res, 200, { data });
   }
   if (method === 'GET' && path === '/rooms') {
     return send(res, 200, { data: [...rooms.values()].map((r) => restRoom(r, restKnobs(r).rest_shape)) });
@@ -434,7 +454,7 @@ async function handle(req, res) {
   if (method === 'POST' && path === '/_control/config') {
     const body = await readJson(req);
     validateKnobs(body);
-    for (const key of ['rest_shape', 'rest_delay_ms', 'rest_fail']) {
+    for (const key of KNOBS) {
       if (body[key] !== undefined) config[key] = body[key];
     }
     return send(res, 200, { config });
@@ -462,6 +482,13 @@ async function handle(req, res) {
     }
     broadcast(body.event, null, null, ...(Array.isArray(body.args) ? body.args : []));
     return send(res, 200, { ok: true });
+  }
+  if (method === 'POST' && path === '/_control/emit-batch') {
+    // [{event, args}, ...]: each `io.emit(event, ...args)`, in order, in one tick.
+    const body = await readJson(req);
+    const events = Array.isArray(body.events) ? body.events : [];
+    for (const item of events) io.emit(item.event, ...(Array.isArray(item.args) ? item.args : []));
+    return send(res, 200, { emitted: events.length });
   }
   if (method === 'POST' && path === '/_control/burst') {
     // `count` events in one tick (or `interval_ms` apart), {n, pad, sum} with n from `start`: pad of sizes[n % sizes.length] characters

@@ -3,7 +3,7 @@
 // seed's recommended frontend handlers build it (/work/shared/seed/socket-events.md), with
 // no room open (so every new_message adds 1 to unread_count).
 //
-//   node browsers.js URL N [--transports T,...] [--no-deflate] [--auth JSON] [--quiet]
+//   node browsers.js URL N [--transports T,...] [--no-deflate] [--auth JSON] [--quiet] [--raw]
 //
 // --transports: socket.io-client's `transports` (default: polling, then the upgrade);
 // --no-deflate: do not offer permessage-deflate (socket.io-client offers it by default);
@@ -14,6 +14,7 @@
 //   {"cmd":"summary"} answers how many browsers got each id how often, and each room's
 //   sidebar entries, grouped: {"type":"summary","counts":{event:{key:{times:browsers}}},
 //   "sidebars":{"modern"|"legacy":{room_id:{entry JSON:browsers}}}}.
+// --raw: print every event with all its arguments too (type "raw").
 //
 // stdout, one JSON object a line:
 //   {"type":"connected","browser":i,...}          on each connect
@@ -25,7 +26,7 @@
 //   {"type":"dump","browsers":[...]}  {"type":"ack","tag":t,"args"|"error":..}  {"type":"emitted","tag":t}
 // stdin, one JSON object a line: {"cmd":"dump"} | {"cmd":"emit",...} | {"cmd":"close"}
 //   | {"cmd":"pause","browser":i} | {"cmd":"resume","browser":i}  (stop / start reading the
-//   browser's WebSocket: a browser whose tab or network stalls)
+//   browser's WebSocket, or polling: a browser whose tab or network stalls)
 //   | {"cmd":"auth","browser":i,"auth":{...}}  (the `auth` its next connect presents: a
 //   frontend that refreshed its token)
 'use strict';
@@ -36,7 +37,7 @@ const { io } = require('socket.io-client');
 const url = process.argv[2];
 const count = Number(process.argv[3] || 1);
 if (!url || !Number.isInteger(count) || count < 1) {
-  process.stderr.write('usage: node browsers.js URL N [--transports T,...] [--no-deflate]\n');
+  process.stderr.write('usage: node browsers.js URL N [--transports T,...] [--no-deflate] [--auth JSON] [--quiet] [--raw]\n');
   process.exit(2);
 }
 const flags = process.argv.slice(4);
@@ -59,6 +60,8 @@ function tally(browser, event, key) {
   t.atLeast[n] = (t.atLeast[n] || 0) + 1;
   if (t.atLeast[n] === count) out({ type: 'all', event, key, n });
 }
+// --raw: also {"type":"raw","browser":i,"event":e,"args":[...]} for every event, all arguments.
+const raw = flags.includes('--raw');
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -106,6 +109,7 @@ class Browser {
     });
     this.socket.on('new_message', (message) => {
       this.count('new_message', message && message.id, message);
+      if (!message || typeof message !== 'object') return; // a backend that drifts
       this.modern = this.modern.map((r) =>
         r.room_id === message.room_id
           ? {
@@ -134,7 +138,7 @@ class Browser {
     });
     this.socket.on('new_room', (data) => {
       this.count('new_room', data && data.room_id, data);
-      this.legacy = [data, ...this.legacy];
+      if (data && typeof data === 'object') this.legacy = [data, ...this.legacy];
     });
     this.socket.on('room:new_message', (message) => {
       this.count('room:new_message', message && message.id, message);
@@ -157,6 +161,7 @@ class Browser {
     });
 
     this.socket.onAny((event, ...args) => {
+      if (raw) out({ type: 'raw', browser: index, event, args });
       if (event === 'test:seq' || event === 'test:deep') return;
       if (ROOM_EVENTS.has(event) || MESSAGE_EVENTS.has(event)) return;
       const hasAck = args.length > 0 && typeof args[args.length - 1] === 'function';
@@ -194,6 +199,23 @@ class Browser {
   tcp() {
     const transport = this.socket.io.engine && this.socket.io.engine.transport;
     return transport && transport.ws && transport.ws._socket;
+  }
+
+  // A polling browser that stops polling: the request under way completes, no other is
+  // sent (engine.io-client's Polling._poll starts each one) until it resumes.
+  pausePolling(transport, pause) {
+    if (pause) {
+      if (transport._enricherPoll) return;
+      transport._enricherPoll = transport._poll;
+      transport._stalled = false;
+      transport._poll = () => {
+        transport._stalled = true;
+      };
+    } else if (transport._enricherPoll) {
+      transport._poll = transport._enricherPoll;
+      delete transport._enricherPoll;
+      if (transport._stalled) transport._poll();
+    }
   }
 
   dump() {
@@ -279,11 +301,17 @@ function command(cmd) {
     }
   } else if (cmd.cmd === 'pause' || cmd.cmd === 'resume') {
     const b = browsers[cmd.browser];
-    const tcp = b && b.tcp();
     const tag = cmd.tag === undefined ? null : cmd.tag;
-    if (!tcp) return out({ type: 'error', tag, error: `browser ${cmd.browser} has no WebSocket` });
-    if (cmd.cmd === 'pause') tcp.pause();
-    else tcp.resume();
+    const tcp = b && b.tcp();
+    const transport = b && b.socket.io.engine && b.socket.io.engine.transport;
+    if (tcp) {
+      if (cmd.cmd === 'pause') tcp.pause();
+      else tcp.resume();
+    } else if (transport && transport.name === 'polling') {
+      b.pausePolling(transport, cmd.cmd === 'pause');
+    } else {
+      return out({ type: 'error', tag, error: `browser ${cmd.browser} has no transport to pause` });
+    }
     out({ type: cmd.cmd === 'pause' ? 'paused' : 'resumed', tag, browser: cmd.browser });
   } else if (cmd.cmd === 'auth') {
     const b = browsers[cmd.browser];
