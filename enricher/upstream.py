@@ -52,6 +52,32 @@ class _Client(socketio.AsyncClient):  # type: ignore[misc]
             return None
 
 
+def _backend_client(
+    tls: ssl.SSLContext | None, tracing: aiohttp.TraceConfig | None = None
+) -> _Client:
+    """A Socket.IO client for the backend, reconnected by its owner, with the TLS settings."""
+
+    def http_session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True),
+            trace_configs=[tracing] if tracing is not None else None,
+        )
+
+    # handle_sigint off: python-socketio would otherwise take Ctrl-C over at the first
+    # connection and cancel every task, skipping enricher's own shutdown.
+    return _Client(
+        reconnection=False,
+        logger=False,
+        engineio_logger=False,
+        handle_sigint=False,
+        json=jsonwire,
+        http_session=http_session,
+        # The backend's events are forwarded whatever their size: no WebSocket message
+        # limit (aiohttp's default, 4 MiB, would drop the connection, and the event).
+        websocket_extra_options={"max_msg_size": 0},
+    )
+
+
 EventSink = Callable[[str, tuple[Any, ...]], None]
 
 
@@ -118,24 +144,7 @@ class Upstream:
         self._request_error: BaseException | None = None  # of the attempt under way
         tracing = aiohttp.TraceConfig()
         tracing.on_request_exception.append(self._request_failed)
-
-        def http_session() -> aiohttp.ClientSession:
-            connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
-            return aiohttp.ClientSession(connector=connector, trace_configs=[tracing])
-
-        # handle_sigint off: python-socketio would otherwise take Ctrl-C over at the first
-        # connection and cancel every task, skipping enricher's own shutdown.
-        self.client = _Client(
-            reconnection=False,
-            logger=False,
-            engineio_logger=False,
-            handle_sigint=False,
-            json=jsonwire,
-            http_session=http_session,
-            # The backend's events are forwarded whatever their size: no WebSocket message
-            # limit (aiohttp's default, 4 MiB, would drop the connection, and the event).
-            websocket_extra_options={"max_msg_size": 0},
-        )
+        self.client = _backend_client(tls, tracing)
         self.client.on_undecodable = on_undecodable
         self.client.on("*", self._any_event)
         self.client.on("disconnect", self._disconnect)
@@ -375,22 +384,7 @@ class BrowserConnections:
         if client is not None:  # its connection was lost: a new one
             await _close(client)
         settings = self._settings
-        tls = self._tls
-
-        def http_session() -> aiohttp.ClientSession:  # the TLS settings of the shared one
-            return aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True)
-            )
-
-        client = _Client(
-            reconnection=False,
-            logger=False,
-            engineio_logger=False,
-            handle_sigint=False,
-            json=jsonwire,
-            http_session=http_session,
-            websocket_extra_options={"max_msg_size": 0},
-        )
+        client = _backend_client(self._tls)
         refusal: list[Any] = []
         client.on("connect_error", lambda data=None: refusal.append(data))
         try:
