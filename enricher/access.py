@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -30,6 +32,7 @@ log = structlog.get_logger("enricher.access")
 # The handshake headers that carry a browser's credentials, as WSGI environ keys.
 _CREDENTIAL_HEADERS = {"Cookie": "HTTP_COOKIE", "Authorization": "HTTP_AUTHORIZATION"}
 _CACHE_SIZE = 10_000
+JWKS_RETRY_AFTER = 5.0  # seconds a key set URL that failed is left alone
 
 
 class Refused(Exception):
@@ -105,11 +108,10 @@ class JwtGate:
     """``auth.mode: jwt``: a signed token with the configured audience and issuer, and an
     expiry (the browser is disconnected when it passes)."""
 
-    def __init__(self, settings: AuthSettings) -> None:
+    def __init__(self, settings: AuthSettings, clock: Callable[[], float] = time.monotonic) -> None:
         jwt_settings = settings.jwt
-        secret = jwt_settings.secret
         self._algorithms = list(jwt_settings.algorithms)
-        self._key = secret.get_secret_value() if secret else jwt_settings.public_key
+        self._key = jwt_settings.key()
         self._jwks = (
             jwt.PyJWKClient(
                 jwt_settings.jwks_url,
@@ -120,6 +122,11 @@ class JwtGate:
             if jwt_settings.jwks_url
             else None
         )
+        # PyJWKClient fetches with urllib, so off the loop, in a thread of its own: a key set
+        # URL that hangs must not take the threads DNS lookups run in.
+        self._jwks_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jwks")
+        self._jwks_down_until = 0.0
+        self._clock = clock
         self._audience = jwt_settings.audience
         self._issuer = jwt_settings.issuer
         self._leeway = jwt_settings.leeway
@@ -130,10 +137,7 @@ class JwtGate:
         if not token:
             raise Refused("token_missing")
         try:
-            key: Any = self._key
-            if self._jwks is not None:
-                # PyJWKClient fetches with urllib: off the loop. It caches the key set.
-                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            key: Any = self._key if self._jwks is None else await self._signing_key(token)
             claims = jwt.decode(
                 token,
                 key,
@@ -141,7 +145,7 @@ class JwtGate:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": self._required, "verify_aud": self._audience is not None},
+                options={"require": self._required},
             )
         except jwt.ExpiredSignatureError:
             raise Refused("token_expired") from None
@@ -149,14 +153,30 @@ class JwtGate:
             raise Refused("token_audience") from None
         except jwt.InvalidIssuerError:
             raise Refused("token_issuer") from None
-        except jwt.PyJWKClientConnectionError:
-            raise Refused("jwks_unavailable") from None
-        except (jwt.InvalidTokenError, jwt.PyJWKClientError):
+        except (jwt.PyJWTError, ValueError, TypeError):  # whatever else makes it unusable
             raise Refused("token_invalid") from None
         expires = claims.get("exp")
         return Admission(
             float(expires) + self._leeway if isinstance(expires, int | float) else None
         )
+
+    async def _signing_key(self, token: str) -> Any:
+        """The key set's key for ``token``; while the key set URL fails, for
+        ``JWKS_RETRY_AFTER`` seconds after each failure, tokens are refused without asking
+        it again."""
+        assert self._jwks is not None
+        if self._clock() < self._jwks_down_until:
+            raise Refused("jwks_unavailable")
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(
+                self._jwks_thread, self._jwks.get_signing_key_from_jwt, token
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            self._jwks_down_until = self._clock() + JWKS_RETRY_AFTER
+            log.warning("jwks_unavailable", error=str(exc))
+            raise Refused("jwks_unavailable") from None
+        return found.key
 
 
 class BackendGate:
@@ -237,6 +257,8 @@ async def _ask(
     except (TimeoutError, aiohttp.ClientError) as exc:
         log.warning(f"{what}_unavailable", error=str(exc) or type(exc).__name__)
         raise Refused(f"{what}_unavailable") from None
+    except ValueError:  # credentials no HTTP header can carry (a line break, say)
+        raise Refused("credentials_invalid") from None
 
 
 def make_gate(settings: AuthSettings, session: aiohttp.ClientSession) -> Gate:

@@ -28,6 +28,8 @@ from .upstream import BrowserConnections, Upstream
 
 log = structlog.get_logger("enricher")
 
+ACCESS_CHECKS_AT_ONCE = 64  # connections to the backend for browsers' credentials checks
+
 
 @dataclass
 class Running:
@@ -81,7 +83,19 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     )
     metrics.rooms_held.set_function(lambda: len(join.pending_rooms))
     tls = client_context(settings.upstream.tls_verify, settings.upstream.tls_ca_file)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
+    # No cookie jar: a cookie the backend sets in one answer must never travel with
+    # another request (another browser's credentials check above all).
+    async with (
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls), cookie_jar=aiohttp.DummyCookieJar()
+        ) as session,
+        # Browsers' credentials checks have their own connections: a flood of them does
+        # not slow GET /rooms/<id> down.
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, limit=ACCESS_CHECKS_AT_ONCE),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        ) as access_session,
+    ):
         fetcher = RoomFetcher(
             session,
             settings.rest_url,
@@ -135,12 +149,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_queued_events=settings.websocket.max_queued_events,
             client_event_rate=settings.client_event_rate,
             client_event_burst=settings.client_event_burst,
-            gate=make_gate(settings.auth, session),
+            gate=make_gate(settings.auth, access_session),
             room_access=RoomAccess(
-                session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
+                access_session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
             )
             if settings.auth.room_check
             else None,
+            auth_timeout=settings.auth.timeout,
             browser_connections=BrowserConnections(
                 settings.upstream, metrics.browser_upstream_connections.set, tls
             )

@@ -77,7 +77,7 @@ class RoomFetcher:
 
     :meth:`fetch_room` never raises: every failure comes back as a :class:`RestFailure`
     with a short reason (``rest_timeout``, ``rest_status_5xx``, ``rest_connection``,
-    ``rest_invalid_body``, ``rest_circuit_open``...).
+    ``rest_invalid_body``, ``rest_circuit_open``, ``rest_not_found``...).
     """
 
     def __init__(
@@ -150,6 +150,8 @@ class RoomFetcher:
                 self.room_url(room_id), headers=self._headers, timeout=self._timeout
             ) as response:
                 status_class = f"{response.status // 100}xx"
+                if response.status == 404:  # the backend does not know the room
+                    return RestFailure("rest_not_found"), status_class
                 if response.status != 200:
                     return RestFailure(f"rest_status_{status_class}"), status_class
                 body = await response.read()

@@ -8,6 +8,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from jwt.api_jws import get_algorithm_by_name
+from jwt.exceptions import InvalidKeyError
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -140,6 +142,13 @@ class JwtSettings(_Section):
     leeway: Annotated[float, Field(ge=0)] = 5.0
     require_expiry: bool = True
 
+    def key(self) -> str | None:
+        """The key tokens are checked with: the secret for HS*, else the public key (or
+        none, the key set's keys)."""
+        if self.algorithms[0].startswith("HS"):
+            return self.secret.get_secret_value() if self.secret else None
+        return self.public_key
+
     def problem(self) -> str | None:
         """What keeps these settings from checking a token, if anything."""
         hmac = {a.startswith("HS") for a in self.algorithms}
@@ -149,6 +158,12 @@ class JwtSettings(_Section):
             return "HS* algorithms need auth.jwt.secret"
         if hmac == {False} and not (self.public_key or self.jwks_url):
             return "public-key algorithms need auth.jwt.public_key or auth.jwt.jwks_url"
+        key = self.key()
+        for name in self.algorithms if key is not None else ():
+            try:
+                get_algorithm_by_name(name).prepare_key(key)
+            except (InvalidKeyError, ValueError, TypeError) as exc:
+                return f"the key does not fit {name}: {exc}"
         return None
 
 

@@ -49,6 +49,9 @@ RESERVED_EVENTS = frozenset(
     }
 )
 
+# CONNECT packets one engine.io connection may send before it is refused unchecked.
+MAX_CONNECT_ATTEMPTS = 3
+
 # Whether the browser event being handled asked for an ack: python-socketio does not tell
 # handlers, and an ack must not be asked of the backend on behalf of a browser that did not.
 _ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -75,21 +78,34 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     on_undecodable: Callable[[str, str], Awaitable[None]]
     on_refused: Callable[[str, Any, str], dict[str, Any]]
     rate_allows: Callable[[str], bool]
-    admit: Callable[[str, Any], Awaitable[tuple[Credentials, Admission]]]
+    admit: Callable[[str, Any, int], Awaitable[tuple[Credentials, Admission]]]
+    _connect_attempts: dict[str, int]
 
     async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
+        namespace = namespace or "/"
+        if namespace != "/" or self.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
+            # python-socketio refuses it (one namespace, one connection each): no check
+            return await super()._handle_connect(eio_sid, namespace, data)
+        attempts = self._connect_attempts[eio_sid] = self._connect_attempts.get(eio_sid, 0) + 1
         # Checked before python-socketio registers the socket: once registered, even while
         # its connect handler runs, it is part of every broadcast.
         try:
-            _admitted.set(await self.admit(eio_sid, data))
+            admitted = await self.admit(eio_sid, data, attempts)
         except Refused as exc:
             refusal = {"message": "unauthorized", "data": {"reason": exc.reason}}
             await self._send_packet(
-                eio_sid,
-                self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace=namespace or "/"),
+                eio_sid, self.packet_class(packet.CONNECT_ERROR, data=refusal, namespace="/")
             )
             return None
+        engine_socket = self.eio.sockets.get(eio_sid)
+        if engine_socket is None or engine_socket.closed or eio_sid not in self.environ:
+            return None  # it left while its credentials were checked
+        _admitted.set(admitted)
         return await super()._handle_connect(eio_sid, namespace, data)
+
+    async def _handle_eio_disconnect(self, eio_sid, reason):  # type: ignore[no-untyped-def]
+        self._connect_attempts.pop(eio_sid, None)
+        return await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
         try:
@@ -248,6 +264,7 @@ class Downstream:
         client_event_burst: int = 1,
         gate: Gate | None = None,
         room_access: RoomAccess | None = None,
+        auth_timeout: float = 2.0,
         browser_connections: BrowserConnections | None = None,
         max_payload_bytes: int = 1_000_000,
         ping_interval: float = 25.0,
@@ -264,6 +281,7 @@ class Downstream:
         self.membership = RoomMembership()
         self._gate = gate or OpenGate()
         self._room_access = room_access
+        self._auth_timeout = auth_timeout
         self._own_connections = browser_connections
         self._credentials: dict[str, Credentials] = {}
         self._expiries: dict[str, asyncio.TimerHandle] = {}
@@ -315,6 +333,7 @@ class Downstream:
         self.sio.on_refused = lambda sid, event, reason: self._refuse(str(event), reason, sid)
         self.sio.rate_allows = self._rate_allows
         self.sio.admit = self._admit
+        self.sio._connect_attempts = {}
         self._limited: set[str] = set()
 
     def sizes(self) -> dict[str, int]:
@@ -323,7 +342,8 @@ class Downstream:
         return {
             "browser_engine_sockets": len(self.sio.eio.sockets),
             "browser_websockets": len(self._websockets),
-            "browser_sessions": len(manager.eio_to_sid),
+            "browser_sessions": sum(len(rooms.get(None, ())) for rooms in manager.rooms.values())
+            + sum(len(sids) for sids in manager.pending_connect.values()),
             "browser_environs": len(self.sio.environ),
             "browser_room_members": sum(
                 len(members) for rooms in manager.rooms.values() for members in rooms.values()
@@ -364,16 +384,30 @@ class Downstream:
         if self._own_connections is not None:
             await self._own_connections.close_all()
 
-    async def _admit(self, eio_sid: str, auth: Any) -> tuple[Credentials, Admission]:
-        """Check a connecting browser's credentials; raises :class:`Refused`."""
+    async def _admit(self, eio_sid: str, auth: Any, attempt: int) -> tuple[Credentials, Admission]:
+        """Check a connecting browser's credentials (``attempt``: how many times this
+        connection has asked); raises :class:`Refused`, logged and counted."""
         environ = self.sio.environ.get(eio_sid, {})
         credentials = Credentials.from_handshake(environ, auth)
         try:
-            admission = await self._gate.admit(credentials)
-        except Refused as exc:
-            log.warning("browser_refused", reason=exc.reason, remote=environ.get("REMOTE_ADDR"))
-            self._metrics.browser_admissions.labels(exc.reason).inc()
-            raise
+            if attempt > MAX_CONNECT_ATTEMPTS:  # socket.io-client asks once per connection
+                raise Refused("too_many_attempts")
+            async with asyncio.timeout(self._auth_timeout):
+                admission = await self._gate.admit(credentials)
+        except Exception as exc:
+            if isinstance(exc, Refused):
+                refused = exc
+            elif isinstance(exc, TimeoutError):
+                refused = Refused("auth_unavailable")
+            else:  # a check that broke refuses: never admitted by accident
+                log.exception("browser_admission_failed")
+                refused = Refused("auth_error")
+            if attempt <= MAX_CONNECT_ATTEMPTS + 1:  # not a line for each of a flood
+                log.warning(
+                    "browser_refused", reason=refused.reason, remote=environ.get("REMOTE_ADDR")
+                )
+            self._metrics.browser_admissions.labels(refused.reason).inc()
+            raise refused from None
         self._metrics.browser_admissions.labels("admitted").inc()
         return credentials, admission
 
@@ -492,8 +526,14 @@ class Downstream:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         size = request.content_length
-        if request.method == "POST" and size is not None and size > self._max_payload_bytes:
-            self._too_large(request.query.get("sid", ""), size, "polling")
+        sid = request.query.get("sid", "")
+        if (
+            request.method == "POST"
+            and size is not None
+            and size > self._max_payload_bytes
+            and sid in self.sio.eio.sockets  # a browser's, not any request's: no log flood
+        ):
+            self._too_large(sid, size, "polling")
         return await handler(request)
 
     async def _undecodable(self, eio_sid: str, packet: str) -> None:

@@ -328,8 +328,9 @@ class Join:
         if isinstance(answer, RestFailure):
             pending.rest_failure = answer.reason
             actions.append(Note("rest_failed", {"room_id": room_id, "reason": answer.reason}))
-            if pending.checking and answer.reason == "rest_status_4xx":
-                # REST does not know the room: nothing to recover, no point asking again.
+            if pending.checking and answer.reason == "rest_not_found":
+                # REST does not know the room (404; a 401 or 403 says nothing of the room):
+                # nothing to recover, no point asking again.
                 actions.extend(self._checked(room_id, pending, "not_found", None))
                 return actions
             self._schedule_refetch(pending, now)

@@ -40,6 +40,7 @@ SNAPSHOT_REASONS = frozenset(
         "rest_invalid_body",
         "rest_status_3xx",
         "rest_status_4xx",
+        "rest_not_found",
         "rest_status_5xx",
         "rest_circuit_open",
     }
@@ -204,8 +205,8 @@ class Metrics:
             "enricher_browser_admissions",
             "Browser connections checked by auth.mode: 'admitted', or the reason of the "
             "refusal (token_missing, token_invalid, token_expired, token_audience, "
-            "token_issuer, jwks_unavailable, credentials_missing, backend_refused, "
-            "auth_unavailable).",
+            "token_issuer, jwks_unavailable, credentials_missing, credentials_invalid, "
+            "backend_refused, auth_unavailable, auth_error, too_many_attempts).",
             ["outcome"],
             registry=registry,
         )

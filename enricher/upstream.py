@@ -291,10 +291,7 @@ class Upstream:
         try:
             ack_args = await asyncio.wait_for(answer, timeout)
         except TimeoutError:
-            # python-socketio keeps a callback until its ack comes, which may be never.
-            callbacks = self.client.callbacks.get("/", {})
-            for ack_id in [i for i, callback in callbacks.items() if callback is acked]:
-                del callbacks[ack_id]
+            _forget_callback(self.client, acked)
             raise
         return as_socketio_data(ack_args)
 
@@ -358,7 +355,11 @@ class BrowserConnections:
                     answer.set_result(ack_args)
 
             await client.emit(event, as_socketio_data(args), callback=acked)
-        return as_socketio_data(await asyncio.wait_for(answer, timeout))
+        try:
+            return as_socketio_data(await asyncio.wait_for(answer, timeout))
+        except TimeoutError:
+            _forget_callback(client, acked)
+            raise
 
     async def close(self, sid: str) -> None:
         """The browser left: so does its connection."""
@@ -414,6 +415,13 @@ class BrowserConnections:
         self._on_count(len(self._clients))
         log.debug("browser_upstream_connected", sid=sid, upstream_sid=client.sid)
         return client
+
+
+def _forget_callback(client: socketio.AsyncClient, callback: Callable[..., None]) -> None:
+    """python-socketio keeps an ack's callback until the ack comes, which may be never."""
+    callbacks = client.callbacks.get("/", {})
+    for ack_id in [i for i, known in callbacks.items() if known is callback]:
+        del callbacks[ack_id]
 
 
 async def _close(client: socketio.AsyncClient) -> None:

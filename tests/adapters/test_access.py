@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -287,3 +288,142 @@ async def test_per_browser_upstream_carries_each_browsers_own_credentials(
         assert gauge("enricher_browser_upstream_connections") == 1
         await bob.sio.disconnect()
         await fired.sio.disconnect()
+
+
+async def test_a_cookie_the_backend_sets_never_travels_with_another_browsers_check(
+    backend: StubBackend, aiohttp_server: Any
+) -> None:
+    """A backend that sets its session cookie again on each check (a rolling session):
+    that cookie is not kept for the next browser. A host name, not an address: aiohttp's
+    cookie jar ignores cookies of IP addresses."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def check(request: web.Request) -> web.Response:
+        cookie = request.headers.get("Cookie")
+        seen.append((cookie, request.headers.get("Authorization")))
+        if cookie != "session=alice":
+            return web.Response(status=401)
+        response = web.Response(status=204)
+        response.set_cookie("session", "alice")
+        return response
+
+    auth_app = web.Application()
+    auth_app.router.add_get("/auth", check)
+    auth_server = await aiohttp_server(auth_app)
+    settings = {
+        "auth.mode": "backend",
+        "auth.backend_url": f"http://localhost:{auth_server.port}/auth",
+    }
+    async with proxy_for(backend, **settings) as proxy:
+        alice, refusal = await connect(proxy, headers={"Cookie": "session=alice"})
+        assert refusal is None
+        _, refusal = await connect(proxy, auth={"token": "anything"})
+        assert refusal == {"message": "unauthorized", "data": {"reason": "backend_refused"}}
+        assert seen == [("session=alice", None), (None, "Bearer anything")]
+        await alice.sio.disconnect()
+
+
+async def test_a_polling_browser_gone_while_checked_leaves_nothing_behind(
+    backend: StubBackend, aiohttp_server: Any
+) -> None:
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def check(request: web.Request) -> web.Response:
+        asked.set()
+        await answer.wait()
+        return web.Response(status=204)
+
+    auth_app = web.Application()
+    auth_app.router.add_get("/auth", check)
+    auth_server = await aiohttp_server(auth_app)
+    settings = {
+        "auth.mode": "backend",
+        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/auth",
+    }
+    async with proxy_for(backend, **settings) as proxy, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=polling"
+        async with http.get(base, headers={"Cookie": "s=1"}) as response:
+            sid = json.loads((await response.text())[1:])["sid"]
+        url = f"{base}&sid={sid}"
+        connecting = asyncio.ensure_future(http.post(url, data="40"))
+        await asyncio.wait_for(asked.wait(), 5)
+        async with http.post(url, data="1") as response:  # engine.io close: the page left
+            assert response.status == 200
+        answer.set()
+        (await connecting).close()
+        sizes = proxy.downstream.sizes()
+        assert sizes["browser_sessions"] == sizes["browser_room_members"] == 0, sizes
+        assert sizes["browser_credentials"] == 0
+
+
+async def test_connect_attempts_per_connection_are_limited(
+    backend: StubBackend, aiohttp_server: Any
+) -> None:
+    asks: list[str] = []
+
+    async def check(request: web.Request) -> web.Response:
+        asks.append(request.headers.get("Authorization", ""))
+        return web.Response(status=401)
+
+    auth_app = web.Application()
+    auth_app.router.add_get("/auth", check)
+    auth_server = await aiohttp_server(auth_app)
+    settings = {
+        "auth.mode": "backend",
+        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/auth",
+    }
+    async with proxy_for(backend, **settings) as proxy, aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=websocket"
+        async with http.ws_connect(url) as raw:
+            assert (await raw.receive_str()).startswith("0")
+            reasons = []
+            for guess in range(5):
+                await raw.send_str(f'40{{"token":"guess-{guess}"}}')
+                refused = json.loads((await asyncio.wait_for(raw.receive_str(), 5))[2:])
+                reasons.append(refused["data"]["reason"])
+        assert reasons == ["backend_refused"] * 3 + ["too_many_attempts"] * 2
+        assert asks == ["Bearer guess-0", "Bearer guess-1", "Bearer guess-2"]
+
+
+async def test_an_unreachable_key_set_is_not_asked_for_every_browser(
+    backend: StubBackend, aiohttp_server: Any
+) -> None:
+    asks = 0
+
+    async def key_set(request: web.Request) -> web.Response:
+        nonlocal asks
+        asks += 1
+        return web.Response(status=503)
+
+    keys = web.Application()
+    keys.router.add_get("/jwks.json", key_set)
+    key_server = await aiohttp_server(keys)
+    settings = {
+        "auth.mode": "jwt",
+        "auth.jwt": {
+            "algorithms": ["RS256"],
+            "jwks_url": f"http://127.0.0.1:{key_server.port}/jwks.json",
+        },
+    }
+    forged = jwt.encode({"exp": int(time.time()) + 60}, SECRET, headers={"kid": "k9"})
+    async with proxy_for(backend, **settings) as proxy:
+        for _ in range(3):
+            _, refusal = await connect(proxy, auth={"token": forged})
+            assert refusal["data"] == {"reason": "jwks_unavailable"}
+        assert asks == 1
+
+
+async def test_a_token_for_another_audience_is_refused_when_none_is_configured(
+    backend: StubBackend,
+) -> None:
+    async with proxy_for(backend, **{"auth.mode": "jwt", "auth.jwt": {"secret": SECRET}}) as proxy:
+        _, refusal = await connect(proxy, auth={"token": token(aud="billing")})
+        assert refusal == {"message": "unauthorized", "data": {"reason": "token_audience"}}
+
+
+async def test_credentials_no_header_can_carry_are_refused(backend: StubBackend) -> None:
+    settings = {"auth.mode": "backend", "auth.backend_url": f"{backend.url}/rooms/me"}
+    async with proxy_for(backend, **settings) as proxy:
+        _, refusal = await connect(proxy, auth={"token": "a\r\nX-Admin: 1"})
+        assert refusal == {"message": "unauthorized", "data": {"reason": "credentials_invalid"}}
+        assert backend.rest_paths == []  # nothing was sent
