@@ -818,7 +818,7 @@ def summarise(side: str, n: int, result: Json, reports: list[Json], t0: float, t
 async def py_spy(pid: int, t_from: float, seconds: float) -> Json:
     """py-spy record on enricher during the measured window; the hottest frames."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(exe).exists():
+    if not Path(exe).exists():  # noqa: ASYNC240 (once, before the run)
         return {"error": "py-spy not installed (pip install py-spy)"}
     await asyncio.sleep(max(0.0, (t_from - now_ms()) / 1000) + 1.0)
     RESULTS.mkdir(exist_ok=True)
@@ -1155,7 +1155,7 @@ def targets(full: Json | None, soak_res: Json | None) -> list[tuple[str, str, st
         e, nd = pts.get(("enricher", n, r)), pts.get(("node", n, r))
         if e and nd:
             ep50, np50 = e["latency_ms"].get("p50"), nd["latency_ms"].get("p50")
-            ep99, np99 = e["latency_ms"].get("p99"), nd["latency_ms"].get("p99")
+            np99 = nd["latency_ms"].get("p99")
             if e.get("overloaded") or ep50 is None:
                 why = (
                     f"enricher overloaded: {fmt(e['deliveries_per_s'], ',.0f')} of "
@@ -1827,7 +1827,7 @@ async def amain(args: argparse.Namespace) -> int:
         say("   " + line(prof))
         data["profile_point"] = prof
     data["elapsed_s"] = time.monotonic() - t_begin
-    data["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    data["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]  # noqa: ASYNC240
     problems = verdict_loss(points)
     # Only the default full run (or an explicit --save-as full.json) replaces the page's tables.
     default_full = not args.quick and run_max_n and not args.no_deflate and not args.enricher_env
