@@ -88,6 +88,7 @@ async def test_browsers_cut_off_get_every_event_they_missed_once_in_order(
         lambda: f"sessions kept for {sorted(set(sids.values()) - kept)}",
     )
 
+    gap = len(upgraded.child.items)
     # meanwhile: a new customer (a new room), messages in the open room, an agent's reply
     second = await backend.customer("6281200", None, "during the blip")
     for text in ("still there?", "hello?"):
@@ -99,6 +100,10 @@ async def test_browsers_cut_off_get_every_event_they_missed_once_in_order(
     await barrier_at(backend, polling, [1])
     assert await backend.joined(room) == 1  # the proxy stayed in the room for browser 0
 
+    missed = sum(
+        item.get("type") in ("event", "seq") and item.get("browser") == 3
+        for item in upgraded.child.items[gap:]
+    )
     started = time.perf_counter()
     for group, gone in cut.items():
         for browser in gone:
@@ -137,7 +142,11 @@ async def test_browsers_cut_off_get_every_event_they_missed_once_in_order(
     metrics = await proxy.metrics()
     assert metrics['enricher_recoveries_total{outcome="recovered"}'] == 4
     assert not any(item.get("event") == "browser_not_recovered" for item in proxy.child.items)
-    print(f"\n4 browsers cut off: all back and recovered in {back_in:.2f} s")
+    print(
+        f"\nreliability: 4 of 7 browsers cut off (3 upgraded to WebSocket, 1 polling), "
+        f"{missed} events each while away, all 4 recovered in {back_in:.2f} s of their "
+        f"reconnection, 0 lost, 0 duplicated, sidebars equal to REST"
+    )
 
 
 async def test_a_browser_away_longer_than_the_window_gets_a_new_session_and_resync(

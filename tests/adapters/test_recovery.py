@@ -1,0 +1,96 @@
+"""Connection state recovery on the browsers' side, in-process: what a returning browser
+presents, odd or not, and binary events kept and given back with their attachments."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from enricher.app import Running
+
+from .conftest import BrowserClient, StubBackend
+
+
+async def connect(proxy: Running, auth: Any) -> BrowserClient:
+    browser = BrowserClient()
+    await browser.sio.connect(
+        f"http://127.0.0.1:{proxy.public_port}", transports=["websocket"], auth=auth
+    )
+    return browser
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"pid": "no-such-session", "offset": "0123abcd.7"},
+        {"pid": ["not", "a", "string"], "offset": {"odd": True}},
+        {"pid": None},
+        {"pid": {"nested": [1]}, "offset": 10**30},
+        {"pid": "", "offset": ".."},
+    ],
+)
+async def test_an_odd_or_unknown_session_gets_a_new_one_and_resync(
+    proxy: Running, auth: Any
+) -> None:
+    browser = await connect(proxy, auth)
+    try:
+        assert await browser.next("enricher:resync") == (
+            "enricher:resync",
+            ({"reason": "recovery_failed"},),
+        )
+        assert browser.sio.connected
+        sid = browser.sio.get_sid()
+        assert sid in proxy.downstream.sio.pids  # a session, with a pid of its own
+        assert proxy.downstream.sio.pids[sid][0] != auth.get("pid")
+    finally:
+        await browser.sio.disconnect()
+    metrics = proxy.metrics.registry.get_sample_value
+    assert metrics("enricher_recoveries_total", {"outcome": "unknown_session"}) == 1
+
+
+async def test_binary_events_missed_come_back_with_their_attachments(
+    backend: StubBackend, proxy: Running, browsers: Any
+) -> None:
+    (browser,) = await browsers(1)
+    await backend.sio.emit("blob", {"bytes": b"\x00\x01"})
+    assert await browser.next("blob") == ("blob", ({"bytes": b"\x00\x01"},))
+    seen = browser.offsets[-1]
+    sid = browser.sio.get_sid()
+    pid = proxy.downstream.sio.pids[sid][0]
+    recovery = proxy.downstream.recovery
+    assert recovery is not None
+    kept = asyncio.Event()
+    leave = recovery.leave
+
+    def left(*args: Any) -> None:
+        leave(*args)
+        kept.set()
+
+    recovery.leave = left  # type: ignore[method-assign]
+    await browser.sio.eio.disconnect(abort=True)  # lost: no DISCONNECT packet
+    await asyncio.wait_for(kept.wait(), 5)
+
+    other = await connect(proxy, None)
+    await backend.sio.emit("blob", {"bytes": b"\xff", "n": 2})
+    await backend.sio.emit("text", "while away")
+    await backend.sio.emit("test:barrier", 1)
+    await other.next("test:barrier")  # the events have gone out: now it comes back
+    back = await connect(proxy, {"pid": pid, "offset": seen})
+    try:
+        assert back.sio.get_sid() == sid
+        assert await back.next() == ("blob", ({"bytes": b"\xff", "n": 2},))
+        assert await back.next() == ("text", ("while away",))
+        assert await back.next() == ("test:barrier", (1,))
+        numbers = [_number(offset) for offset in back.offsets]
+        assert numbers[0] > _number(seen) and numbers == sorted(set(numbers))
+    finally:
+        await back.sio.disconnect()
+        await other.sio.disconnect()
+    metrics = proxy.metrics.registry.get_sample_value
+    assert metrics("enricher_recoveries_total", {"outcome": "recovered"}) == 1
+
+
+def _number(offset: str) -> int:
+    return int(offset.partition(".")[2])
