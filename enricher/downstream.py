@@ -50,6 +50,9 @@ RESERVED_EVENTS = frozenset(
     }
 )
 
+# What socket.io-client adds to the CONNECT auth of a socket that may recover its session.
+RECOVERY_KEYS = frozenset({"pid", "offset"})
+
 # CONNECT packets one engine.io connection may send before it is refused unchecked.
 MAX_CONNECT_ATTEMPTS = 3
 
@@ -523,6 +526,10 @@ class Downstream:
         """Check a connecting browser's credentials (``attempt``: how many times this
         connection has asked); raises :class:`Refused`, logged and counted."""
         environ = self.sio.environ.get(eio_sid, {})
+        if self.recovery is not None and isinstance(auth, dict):
+            # socket.io-client's own keys for recovery: not credentials, and not for the
+            # backend (a browser's own backend connection presents its auth)
+            auth = {key: value for key, value in auth.items() if key not in RECOVERY_KEYS}
         credentials = Credentials.from_handshake(environ, auth)
         try:
             if attempt > MAX_CONNECT_ATTEMPTS:  # socket.io-client asks once per connection
