@@ -215,6 +215,9 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         self, encoded: str, room: Any, skip: list[Any], attachments: list[bytes] | None = None
     ) -> str:
         assert self.recovery is not None
+        encoded = encoded.rstrip()
+        if not encoded.endswith("]"):  # not an event's arguments: passed on as it came
+            return encoded
         rooms = None if room is None else [room] if isinstance(room, str) else list(room)
         return self.recovery.stamp(
             encoded, rooms, [sid for sid in skip if sid is not None], attachments or ()

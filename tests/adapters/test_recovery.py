@@ -116,3 +116,46 @@ async def test_pid_and_offset_are_not_credentials_nor_for_the_backend(
         (own,) = set(backend.handshakes) - shared
         assert backend.handshakes[own]["auth"] == {"token": "alice"}
         await browser.sio.disconnect()
+
+
+@pytest.mark.parametrize("how", ["leaves", "credentials_expired", "dropped", "lost"])
+async def test_only_a_lost_connection_is_kept_for_recovery(
+    backend: StubBackend, proxy: Running, browsers: Any, how: str
+) -> None:
+    """socket.disconnect() (DISCONNECT packet), and enricher's own closes (credentials
+    expired, dropped for its backlog) end the session; a lost connection keeps it, with
+    the backend room it joined."""
+    (browser,) = await browsers(1)
+    assert (await browser.sio.call("room:join", {"room_id": "r1"}, timeout=5))["ok"]
+    assert await backend.client_events.get() == ("room:join", ({"room_id": "r1"},))
+    downstream = proxy.downstream
+    recovery = downstream.recovery
+    assert recovery is not None
+    sid = browser.sio.get_sid()
+    manager = downstream.sio.manager
+    eio_sid = manager.eio_sid_from_sid(sid, "/")
+    gone = asyncio.Event()
+    browser.sio.on("disconnect", lambda reason=None: gone.set())
+    if how == "leaves":
+        await browser.sio.disconnect()
+    elif how == "credentials_expired":
+        await downstream._expire(sid)
+    elif how == "dropped":
+        await manager._drop(sid, eio_sid, downstream.sio.eio.sockets[eio_sid])
+    else:
+        await browser.sio.eio.disconnect(abort=True)
+    await asyncio.wait_for(gone.wait(), 5)
+    if how == "lost":
+        while manager.eio_sid_from_sid(sid, "/") is not None:  # the server's side of it
+            await asyncio.wait_for(backend.sio.emit("test:tick"), 5)
+        assert [s.sid for s in recovery.sessions.values()] == [sid]
+        assert downstream.membership.rooms() == ["r1"]  # still in the backend's room
+    else:
+        # the backend room let go of: nothing kept for it
+        assert await asyncio.wait_for(backend.client_events.get(), 5) == (
+            "room:leave",
+            ({"room_id": "r1"},),
+        )
+        assert recovery.sessions == {}
+    sizes = downstream.sizes()
+    assert sizes["browser_pids"] == 0 and sizes["browser_unrecoverable"] == 0
