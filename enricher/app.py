@@ -23,6 +23,7 @@ from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
+from .recovery import Recovery
 from .tls import client_context
 from .upstream import BrowserConnections, Upstream
 
@@ -164,6 +165,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_payload_bytes=settings.max_payload_bytes,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
+            recovery=Recovery(
+                settings.recovery.max_disconnection,
+                settings.recovery.max_events,
+                asyncio.get_running_loop().time,
+            )
+            if settings.recovery.enabled
+            else None,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         metrics.watch_sizes(lambda: {**join.sizes(), **downstream.sizes()})
@@ -197,7 +205,11 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 "the backend broadcasts. Set auth.mode to jwt or backend, or listen on "
                 "loopback behind something that authenticates.",
             )
-        tasks = [asyncio.create_task(driver.run()), asyncio.create_task(upstream.run())]
+        tasks = [
+            asyncio.create_task(driver.run()),
+            asyncio.create_task(upstream.run()),
+            asyncio.create_task(downstream.expire_sessions()),
+        ]
         try:
             yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)
         finally:

@@ -116,6 +116,12 @@ class WebSocketSettings(_Section):
     max_queued_events: Annotated[int, Field(ge=1)] = 1000
 
 
+class RecoverySettings(_Section):
+    enabled: bool = True
+    max_disconnection: Seconds = 120.0
+    max_events: Annotated[int, Field(ge=1)] = 10_000
+
+
 JwtAlgorithm = Literal[
     "HS256",
     "HS384",
@@ -217,6 +223,7 @@ class Settings(BaseSettings):
     ping_interval: Seconds = 25.0
     ping_timeout: Seconds = 20.0
     websocket: WebSocketSettings = WebSocketSettings()
+    recovery: RecoverySettings = RecoverySettings()
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()

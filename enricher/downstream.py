@@ -28,11 +28,12 @@ from .join import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
+from .recovery import Recovered, Recovery, Session
 from .upstream import BrowserConnections, UpstreamRefused, UpstreamUnavailable, as_socketio_data
 
 log = structlog.get_logger("enricher.downstream")
 
-RESYNC = "enricher:resync"  # to every browser: events may have been missed, refetch
+RESYNC = "enricher:resync"  # events may have been missed, refetch (to every browser, or one)
 ROOM_JOIN = "room:join"
 ROOM_LEAVE = "room:leave"
 # Event names Socket.IO keeps for itself (socket.io-client refuses to emit them), and "*",
@@ -48,6 +49,9 @@ RESERVED_EVENTS = frozenset(
         "*",
     }
 )
+
+# What socket.io-client adds to the CONNECT auth of a socket that may recover its session.
+RECOVERY_KEYS = frozenset({"pid", "offset"})
 
 # CONNECT packets one engine.io connection may send before it is refused unchecked.
 MAX_CONNECT_ATTEMPTS = 3
@@ -80,6 +84,14 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     rate_allows: Callable[[str], bool]
     admit: Callable[[str, Any, int], Awaitable[tuple[Credentials, Admission]]]
     _connect_attempts: dict[str, int]
+    # Connection state recovery (None: off). ``pids``: each connected browser's pid and
+    # the last event number before its session started; ``persisted``: browsers whose
+    # session is kept while their disconnection is handled; ``on_recovery(sid, outcome,
+    # given_up)``: told of each browser that presented a pid.
+    recovery: Recovery | None = None
+    pids: dict[str, tuple[str, int]]
+    persisted: set[str]
+    on_recovery: Callable[[str, str, Session | None], Awaitable[None]]
 
     async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
         namespace = namespace or "/"
@@ -101,11 +113,92 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         if engine_socket is None or engine_socket.closed or eio_sid not in self.environ:
             return None  # it left while its credentials were checked
         _admitted.set(admitted)
-        return await super()._handle_connect(eio_sid, namespace, data)
+        if self.recovery is None:
+            return await super()._handle_connect(eio_sid, namespace, data)
+        return await self._connect_recovering(eio_sid, data, self.recovery, engine_socket)
+
+    async def _connect_recovering(
+        self, eio_sid: str, auth: Any, recovery: Recovery, engine_socket: Any
+    ) -> None:
+        """python-socketio's connect, with Socket.IO connection state recovery: a browser
+        that presents the ``pid`` of a session kept for it gets it back (its sid, its
+        rooms, then every event it missed, before the CONNECT answer, as socket.io does);
+        any other gets a new session with a new ``pid``."""
+        outcome: str | None = None
+        given_up: Session | None = None  # a kept session the browser does not get back
+        replay: Recovered | None = None
+        if isinstance(auth, dict) and "pid" in auth:
+            pid = auth.get("pid")
+            given_up = recovery.sessions.get(pid) if isinstance(pid, str) else None
+            decision = recovery.restore(pid, auth.get("offset"))
+            if not isinstance(decision, Recovered):
+                outcome = decision.reason
+            elif self.manager.eio_sid_from_sid(decision.session.sid, "/") is not None:
+                outcome, given_up = "session_in_use", None  # its connection still has it
+            else:
+                outcome, given_up, replay = "recovered", None, decision
+                self.manager.reuse_sid(eio_sid, decision.session.sid)
+        # From here to the replay queued, nothing yields to the loop: no broadcast can
+        # reach this browser between its registration and its missed events.
+        sid = await self.manager.pre_connect(eio_sid, "/")
+        if sid is None:
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.CONNECT_ERROR, data="Unable to connect", namespace="/"),
+            )
+            return
+        if replay is not None:
+            session = replay.session
+            self.pids[sid] = (session.pid, session.since)
+            for room in session.rooms:
+                if room != sid:
+                    self.manager.basic_enter_room(sid, "/", room, eio_sid=eio_sid)
+            for text, attachments in replay.packets():
+                self.manager.queue_now(engine_socket, eio_sid, text, attachments)
+        else:
+            self.pids[sid] = (recovery.new_pid(), recovery.last)
+        try:
+            success = await self._trigger_event("connect", "/", sid, self.environ[eio_sid], auth)
+            fail_reason = socketio.exceptions.ConnectionRefusedError().error_args
+        except socketio.exceptions.ConnectionRefusedError as exc:
+            fail_reason, success = exc.error_args, False
+        if success is False:
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.CONNECT_ERROR, data=fail_reason, namespace="/")
+            )
+            await self.manager.disconnect(sid, "/", ignore_queue=True)
+            self.pids.pop(sid, None)
+            if replay is not None:
+                await self.on_recovery(sid, "refused", replay.session)
+            return
+        answer = {"sid": sid, "pid": self.pids[sid][0]}
+        await self._send_packet(eio_sid, self.packet_class(packet.CONNECT, answer, namespace="/"))
+        await self.manager.connect(sid, "/")
+        if outcome is not None:
+            await self.on_recovery(sid, outcome, given_up)
 
     async def _handle_eio_disconnect(self, eio_sid, reason):  # type: ignore[no-untyped-def]
         self._connect_attempts.pop(eio_sid, None)
-        return await super()._handle_eio_disconnect(eio_sid, reason)
+        # A connection lost (not a namespace DISCONNECT, nor enricher's own close): its
+        # session is kept, with its rooms, before python-socketio forgets them.
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        recovery = self.recovery
+        if (
+            recovery is not None
+            and sid is not None
+            and sid in self.pids
+            and self.manager.is_connected(sid, "/")
+            and sid not in self.manager.unrecoverable
+        ):
+            pid, since = self.pids[sid]
+            recovery.leave(sid, pid, self.manager.get_rooms(sid, "/"), since)
+            self.persisted.add(sid)
+        try:
+            return await super()._handle_eio_disconnect(eio_sid, reason)
+        finally:
+            if sid is not None:
+                self.persisted.discard(sid)
+                self.manager.unrecoverable.discard(sid)
 
     async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
         try:
@@ -269,6 +362,7 @@ class Downstream:
         max_payload_bytes: int = 1_000_000,
         ping_interval: float = 25.0,
         ping_timeout: float = 20.0,
+        recovery: Recovery | None = None,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -298,6 +392,7 @@ class Downstream:
                 max_queued=max_queued_events,
                 count=metrics.delivered,
                 dropped=metrics.browsers_dropped.labels("backlog").inc,
+                recovery=recovery,
             ),
             json=jsonwire,
             cors_allowed_origins="*" if cors_origins == "*" else _origins(cors_origins),
@@ -334,6 +429,11 @@ class Downstream:
         self.sio.rate_allows = self._rate_allows
         self.sio.admit = self._admit
         self.sio._connect_attempts = {}
+        self.recovery = recovery
+        self.sio.recovery = recovery
+        self.sio.pids = {}
+        self.sio.persisted = set()
+        self.sio.on_recovery = self._recovery_outcome
         self._limited: set[str] = set()
 
     def sizes(self) -> dict[str, int]:
@@ -357,6 +457,13 @@ class Downstream:
             "browser_upstream_connections": (
                 0 if self._own_connections is None else len(self._own_connections)
             ),
+            "browser_pids": len(self.sio.pids),
+            "browser_unrecoverable": len(self.sio.manager.unrecoverable),
+            **(
+                {"recovery_sessions": 0, "recovery_events": 0}
+                if self.recovery is None
+                else self.recovery.sizes()
+            ),
         }
 
     async def emit(self, action: Emit) -> None:
@@ -369,6 +476,37 @@ class Downstream:
         label = event_label(action.event)
         self._metrics.emit_seconds.labels(label).observe(time.perf_counter() - started)
         self._metrics.events_emitted.labels(label).inc()
+
+    async def expire_sessions(self) -> None:
+        """Forever: let go of the sessions of browsers that did not come back in time
+        (their backend rooms above all)."""
+        recovery = self.recovery
+        if recovery is None:
+            return
+        every = min(recovery.max_disconnection / 2, 5.0)
+        while True:
+            await asyncio.sleep(every)
+            for session in recovery.expired():
+                log.info("browser_session_expired", sid=session.sid)
+                await self._release_rooms(session.sid)
+
+    async def _recovery_outcome(self, sid: str, outcome: str, given_up: Session | None) -> None:
+        """A browser that presented its session's pid: ``recovered``, or why not (then
+        told to refetch, once connected); ``given_up``: a session it did not get back."""
+        self._metrics.recoveries.labels(outcome).inc()
+        if given_up is not None:
+            await self._release_rooms(given_up.sid)
+        if outcome == "recovered":
+            log.info("browser_recovered", sid=sid)
+            return
+        log.info("browser_not_recovered", sid=sid, reason=outcome)
+        if outcome != "refused":
+            await self.sio.emit(RESYNC, {"reason": "recovery_failed"}, to=sid)
+            self._metrics.resyncs.labels("recovery_failed").inc()
+
+    async def _release_rooms(self, sid: str) -> None:
+        for room_id in self.membership.drop(sid):
+            await self._backend_room(ROOM_LEAVE, room_id)
 
     async def rejoin_rooms(self) -> None:
         """After a new backend connection: join again every room a browser is in."""
@@ -388,6 +526,10 @@ class Downstream:
         """Check a connecting browser's credentials (``attempt``: how many times this
         connection has asked); raises :class:`Refused`, logged and counted."""
         environ = self.sio.environ.get(eio_sid, {})
+        if self.recovery is not None and isinstance(auth, dict):
+            # socket.io-client's own keys for recovery: not credentials, and not for the
+            # backend (a browser's own backend connection presents its auth)
+            auth = {key: value for key, value in auth.items() if key not in RECOVERY_KEYS}
         credentials = Credentials.from_handshake(environ, auth)
         try:
             if attempt > MAX_CONNECT_ATTEMPTS:  # socket.io-client asks once per connection
@@ -439,6 +581,7 @@ class Downstream:
             return
         log.info("browser_credentials_expired", sid=sid)
         self._metrics.browsers_dropped.labels("credentials_expired").inc()
+        self.sio.manager.unrecoverable.add(sid)  # it must present credentials again
         engine_socket = self.sio.eio.sockets.get(eio_sid)
         await self.sio.eio.disconnect(eio_sid)
         if engine_socket is not None and engine_socket.upgraded:
@@ -448,7 +591,10 @@ class Downstream:
 
     async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         self._metrics.browsers.dec()
-        log.debug("browser_disconnected", sid=sid, reason=str(reason))
+        kept = sid in self.sio.persisted  # its session may come back: its rooms stay
+        log.debug("browser_disconnected", sid=sid, reason=str(reason), recoverable=kept)
+        self.sio.pids.pop(sid, None)
+        self.sio.manager.unrecoverable.discard(sid)
         self.rate_limit.forget(sid)
         self._limited.discard(sid)
         self._credentials.pop(sid, None)
@@ -457,8 +603,8 @@ class Downstream:
         expiry = self._expiries.pop(sid, None)
         if expiry is not None:
             expiry.cancel()
-        for room_id in self.membership.drop(sid):
-            await self._backend_room(ROOM_LEAVE, room_id)
+        if not kept:
+            await self._release_rooms(sid)
 
     async def _backend_room(self, event: str, room_id: str) -> None:
         try:

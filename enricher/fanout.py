@@ -28,8 +28,11 @@ import engineio.async_drivers.aiohttp as engineio_aiohttp
 import socketio
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
+from bidict import ValueDuplicationError
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+
+from .recovery import Recovery
 
 log = structlog.get_logger("enricher.downstream")
 
@@ -106,7 +109,7 @@ class _Queued(eio_packet.Packet):  # type: ignore[misc]
     nothing is on its way: ``backlog`` counts, per socket, what is queued or taken but
     not yet encoded for writing."""
 
-    def __init__(self, encoded: str, backlog: dict[str, int], eio_sid: str) -> None:
+    def __init__(self, encoded: str | bytes, backlog: dict[str, int], eio_sid: str) -> None:
         super().__init__(eio_packet.MESSAGE, encoded)
         self._backlog: dict[str, int] | None = backlog
         self._eio_sid = eio_sid
@@ -136,7 +139,9 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
     each browser's queue bounded.
 
     ``count(direct, queued)`` is told, per emit, how many recipients took each path;
-    ``dropped()``, of each browser dropped for its backlog.
+    ``dropped()``, of each browser dropped for its backlog. With ``recovery``, every
+    event without an ack to namespace ``/`` is stamped with its offset (once, for every
+    recipient) and kept for browsers that may come back.
     """
 
     def __init__(
@@ -147,8 +152,14 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         max_queued: int = 1000,
         count: Callable[[int, int], None] = lambda direct, queued: None,
         dropped: Callable[[], None] = lambda: None,
+        recovery: Recovery | None = None,
     ) -> None:
         super().__init__()
+        self.recovery = recovery
+        # Browsers whose connection enricher closes on purpose: not to be recovered.
+        self.unrecoverable: set[str] = set()
+        # The sid a connection being registered takes (a recovered session's), by eio sid.
+        self._reused: dict[str, str] = {}
         self._websockets = websockets
         self._direct = direct
         self._max_queued = max_queued
@@ -160,7 +171,8 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs
     ):
         room = to or room
-        if callback is not None or namespace not in self.rooms:
+        stamped = self.recovery is not None and namespace == "/"
+        if callback is not None or (namespace not in self.rooms and not stamped):
             return await super().emit(
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
             )
@@ -173,12 +185,19 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         encoded = self.server.packet_class(
             sio_packet.EVENT, namespace=namespace, data=[event, *data]
         ).encode()
-        if isinstance(encoded, list):  # binary attachments: several engine.io packets
-            return await super().emit(
-                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
-            )
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        await self._deliver(encoded, namespace, room, skip)
+        if isinstance(encoded, list):  # binary attachments: several engine.io packets
+            if not stamped:
+                return await super().emit(
+                    event, data, namespace, room=room, skip_sid=skip_sid, **kwargs
+                )
+            text, *attachments = encoded
+            text = self._stamp(text, room, skip, attachments)
+            return await self._deliver_binary(text, attachments, namespace, room, skip)
+        if stamped:
+            encoded = self._stamp(encoded, room, skip)
+        if namespace in self.rooms:
+            await self._deliver(encoded, namespace, room, skip)
 
     @property
     def backlogs(self) -> int:
@@ -187,8 +206,61 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def emit_encoded(self, encoded: str, room: str | None = None) -> None:
         """Broadcast a Socket.IO packet that is already text (namespace ``/``, no ack)."""
+        if self.recovery is not None:
+            encoded = self._stamp(encoded, room, [None])
         if "/" in self.rooms:
             await self._deliver(encoded, "/", room, [None])
+
+    def _stamp(
+        self, encoded: str, room: Any, skip: list[Any], attachments: list[bytes] | None = None
+    ) -> str:
+        assert self.recovery is not None
+        encoded = encoded.rstrip()
+        if not encoded.endswith("]"):  # not an event's arguments: passed on as it came
+            return encoded
+        rooms = None if room is None else [room] if isinstance(room, str) else list(room)
+        return self.recovery.stamp(
+            encoded, rooms, [sid for sid in skip if sid is not None], attachments or ()
+        )
+
+    async def _deliver_binary(
+        self, text: str, attachments: list[bytes], namespace: str, room: Any, skip: list[Any]
+    ) -> None:
+        """A binary event (its text, then its attachments) through each browser's queue."""
+        recipients = [
+            eio_sid for sid, eio_sid in self.get_participants(namespace, room) if sid not in skip
+        ]
+        for eio_sid in recipients:
+            await self.send_raw(eio_sid, text, attachments)
+
+    async def send_raw(self, eio_sid: str, text: str, attachments: Any = ()) -> None:
+        """One Socket.IO packet already encoded, through the browser's queue (counted in
+        its backlog, so no direct write overtakes it)."""
+        for part in (text, *attachments):
+            await self.server._send_eio_packet(eio_sid, _Queued(part, self._backlog, eio_sid))
+
+    def queue_now(self, engine_socket: Any, eio_sid: str, text: str, attachments: Any = ()) -> None:
+        """Like :meth:`send_raw`, without yielding to the loop: whatever is sent to this
+        browser after this call goes behind it."""
+        for part in (text, *attachments):
+            engine_socket.queue.put_nowait(_Queued(part, self._backlog, eio_sid))
+
+    def reuse_sid(self, eio_sid: str, sid: str) -> None:
+        """The next :meth:`pre_connect` of ``eio_sid`` registers it as ``sid``."""
+        self._reused[eio_sid] = sid
+
+    async def pre_connect(self, eio_sid, namespace):  # type: ignore[no-untyped-def]
+        sid = self._reused.pop(eio_sid, None)
+        if sid is None:
+            return await super().pre_connect(eio_sid, namespace)
+        # python-socketio's own, with the sid given instead of a new one
+        try:
+            self.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+        except ValueDuplicationError:
+            return None
+        self.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
+        self.pending_connect.setdefault(namespace, []).append(sid)
+        return sid
 
     async def _deliver(
         self, encoded: str, namespace: str, room: str | None, skip: list[Any]
@@ -234,6 +306,7 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             "browser_dropped", reason="backlog", queued=engine_socket.queue.qsize(), sid=sid
         )
         self._dropped()
+        self.unrecoverable.add(sid)  # its backlog is not replayed either
         websocket = self._websockets.get(eio_sid)
         if websocket is not None and websocket.transport is not None:
             websocket.transport.abort()  # what is buffered for it goes too

@@ -186,6 +186,14 @@ class Metrics:
             ["path"],
             registry=registry,
         )
+        self.recoveries = Counter(
+            "enricher_recoveries",
+            "Browsers that came back presenting their session (Socket.IO connection state "
+            "recovery), by outcome: 'recovered', or why not ('unknown_session', 'expired', "
+            "'events_dropped', 'unknown_offset', 'session_in_use').",
+            ["outcome"],
+            registry=registry,
+        )
         self.resyncs = Counter(
             "enricher_resyncs",
             "enricher:resync events sent to every browser, by reason ('upstream_reconnected': "

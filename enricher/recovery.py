@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class _Stored:
     rooms: frozenset[str] | None  # None: every browser
     skip: frozenset[str]  # sids it was not sent to
     at: float
+    attachments: tuple[bytes, ...] = ()  # a binary event's, after its text
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,13 @@ class Recovered:
 
     session: Session
     missed: list[str]
+    # each missed packet's binary attachments (none for a text one), sent right after it
+    attachments: list[tuple[bytes, ...]] = field(default_factory=list)
+
+    def packets(self) -> list[tuple[str, tuple[bytes, ...]]]:
+        """Each missed packet with its attachments."""
+        attachments = self.attachments or [()] * len(self.missed)
+        return list(zip(self.missed, attachments, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +99,12 @@ class Recovery:
         packet: str,
         rooms: Iterable[str] | None = None,
         skip: Iterable[str] = (),
+        attachments: Iterable[bytes] = (),
     ) -> str:
         """``packet`` (a socket.io EVENT packet as text, ``2[...]``) with its offset as its
         last argument; stored for browsers that may come back. ``rooms``: the rooms it
-        goes to (``None``: everyone); ``skip``: sids it does not go to."""
+        goes to (``None``: everyone); ``skip``: sids it does not go to; ``attachments``:
+        a binary event's (``5N-[...]``), kept to be sent again after it."""
         if not packet.endswith("]"):
             raise ValueError("not an event packet")
         self._last += 1
@@ -108,6 +118,7 @@ class Recovery:
                 None if rooms is None else frozenset(rooms),
                 frozenset(skip),
                 now,
+                tuple(attachments),
             )
         )
         self._trim(now)
@@ -122,12 +133,12 @@ class Recovery:
     def forget(self, pid: str) -> Session | None:
         return self.sessions.pop(pid, None)
 
-    def restore(self, pid: str, offset: object) -> Recovered | NotRecovered:
+    def restore(self, pid: object, offset: object) -> Recovered | NotRecovered:
         """What a browser presenting ``pid`` and ``offset`` gets. The session is taken: it
         can be given back once."""
         now = self._clock()
         self._trim(now)
-        session = self.sessions.pop(pid, None)
+        session = self.sessions.pop(pid, None) if isinstance(pid, str) else None
         if session is None:
             return NotRecovered("unknown_session")
         if now - session.left_at > self.max_disconnection:
@@ -140,12 +151,16 @@ class Recovery:
         seen = session.since if number is None else max(number, session.since)
         if seen < self._dropped_through:
             return NotRecovered("events_dropped")  # some it missed are gone
-        missed = [
-            stored.packet
-            for stored in self._events
-            if stored.number > seen and _reaches(stored, session)
+        replay = [
+            stored for stored in self._events if stored.number > seen and _reaches(stored, session)
         ]
-        return Recovered(session, missed)
+        return Recovered(
+            session,
+            [stored.packet for stored in replay],
+            [stored.attachments for stored in replay]
+            if any(stored.attachments for stored in replay)
+            else [],
+        )
 
     def expired(self) -> list[Session]:
         """Sessions past ``max_disconnection``, removed: their rooms can be let go."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import socketio
 from aiohttp import web
+from socketio import packet
 
 from enricher.app import Running, running
 from enricher.config import load_settings
@@ -140,14 +142,38 @@ async def proxy(backend: StubBackend, proxy_settings: dict[str, Any]) -> AsyncIt
         yield proxy
 
 
+# The offset enricher appends to every event for connection state recovery
+# (enricher.recovery: "<epoch>.<n>"); socket.io-client takes it as the last argument.
+OFFSET = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+class LeavingClient(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio's client, whose ``disconnect()`` says so as socket.io-client's does:
+    its DISCONNECT packet is written before the connection closes (python-socketio's closes
+    the WebSocket at once, and the server sees a lost connection, one it may recover)."""
+
+    async def disconnect(self) -> None:
+        if self.connected and self.eio.state == "connected":
+            for namespace in self.namespaces:
+                await self._send_packet(self.packet_class(packet.DISCONNECT, namespace=namespace))
+            await self.eio.queue.join()  # written
+        await super().disconnect()
+
+
 class BrowserClient:
-    """A python-socketio client that records what it receives."""
+    """A python-socketio client that records what it receives: each event's arguments
+    without the recovery offset, which goes to ``offsets`` (python-socketio's client does
+    not know of it; socket.io-client keeps the last one)."""
 
     def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio = LeavingClient(reconnection=False)
         self.events: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+        self.offsets: list[str] = []
 
         async def any_event(event: str, *args: Any) -> None:
+            if args and isinstance(args[-1], str) and OFFSET.fullmatch(args[-1]):
+                self.offsets.append(args[-1])
+                args = args[:-1]
             await self.events.put((event, args))
 
         self.sio.on("*", any_event)

@@ -566,6 +566,35 @@ class Browsers:
             context=self.context,
         )
 
+    async def cut(self, browser: int, reconnect: bool = False) -> None:
+        """Lose one browser's connection (``socket.io.engine.close()``), and keep it away;
+        with ``reconnect``, let it come back (it presents its session, as after a blip)."""
+        tag = next(self._tags)
+        await self._send(
+            {"cmd": "reconnect" if reconnect else "cut", "browser": browser, "tag": tag}
+        )
+        kind = "reconnecting" if reconnect else "cut"
+        await self.child.wait_for(
+            lambda item: item.get("type") == kind and item.get("tag") == tag,
+            f"browser {browser} {kind}",
+            TIMEOUT,
+            context=self.context,
+        )
+
+    async def wait_connects(self, browser: int, connects: int) -> Json:
+        """The ``connected`` line of one browser's ``connects``-th connection."""
+        line: Json = await self.child.wait_for(
+            lambda item: (
+                item.get("type") == "connected"
+                and item.get("browser") == browser
+                and item.get("connects") == connects
+            ),
+            f"browser {browser} connected {connects} times",
+            TIMEOUT,
+            context=self.context,
+        )
+        return line
+
     async def wait_everyone(
         self, event: str, key: str, n: int = 1, timeout: float = TIMEOUT
     ) -> None:

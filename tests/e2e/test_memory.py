@@ -34,6 +34,8 @@ BROWSER_TABLES = (
     "browser_credentials",
     "browser_expiry_timers",
     "browser_upstream_connections",
+    "browser_pids",
+    "browser_unrecoverable",
 )
 
 

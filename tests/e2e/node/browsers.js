@@ -29,6 +29,16 @@
 //   browser's WebSocket, or polling: a browser whose tab or network stalls)
 //   | {"cmd":"auth","browser":i,"auth":{...}}  (the `auth` its next connect presents: a
 //   frontend that refreshed its token)
+//   | {"cmd":"cut","browser":i}  (socket.io.engine.close(): its connection is lost, as in a
+//   network blip; it stays away, without reconnecting, until)
+//   | {"cmd":"reconnect","browser":i}  (it comes back: socket.io-client presents its pid and
+//   last offset, connection state recovery; "connected" then says whether it recovered)
+//
+// Connection state recovery: a server with it on (socket.io-client sets `socket._pid`
+// from its CONNECT answer) appends each event's offset as a last string argument. The
+// handlers here ignore it, as a frontend's may (they read the first argument); the
+// catch-all handler leaves it out of the arguments it prints, and keeps every offset in
+// order per browser (dump: "offsets"), to check nothing came twice or out of order.
 'use strict';
 
 const readline = require('readline');
@@ -79,6 +89,7 @@ class Browser {
     this.other = [];
     this.connects = 0;
     this.recovered = [];
+    this.offsets = [];
     this.socket = io(url, options);
 
     this.socket.on('connect', () => {
@@ -161,6 +172,9 @@ class Browser {
     });
 
     this.socket.onAny((event, ...args) => {
+      if (this.socket._pid && args.length > 0 && typeof args[args.length - 1] === 'string') {
+        this.offsets.push(args.pop());
+      }
       if (raw) out({ type: 'raw', browser: index, event, args });
       if (event === 'test:seq' || event === 'test:deep') return;
       if (ROOM_EVENTS.has(event) || MESSAGE_EVENTS.has(event)) return;
@@ -228,6 +242,7 @@ class Browser {
       other: this.other,
       connects: this.connects,
       recovered: this.recovered,
+      offsets: this.offsets,
       connected: this.socket.connected,
     };
   }
@@ -319,6 +334,18 @@ function command(cmd) {
     if (!b) return out({ type: 'error', tag, error: `no browser ${cmd.browser}` });
     b.socket.auth = cmd.auth;
     out({ type: 'auth_set', tag, browser: cmd.browser });
+  } else if (cmd.cmd === 'cut' || cmd.cmd === 'reconnect') {
+    const b = browsers[cmd.browser];
+    const tag = cmd.tag === undefined ? null : cmd.tag;
+    if (!b) return out({ type: 'error', tag, error: `no browser ${cmd.browser}` });
+    if (cmd.cmd === 'cut') {
+      b.socket.io.reconnection(false); // away until "reconnect"
+      b.socket.io.engine.close();
+    } else {
+      b.socket.io.reconnection(true);
+      b.socket.connect();
+    }
+    out({ type: cmd.cmd === 'cut' ? 'cut' : 'reconnecting', tag, browser: cmd.browser });
   } else if (cmd.cmd === 'close') {
     close(0);
   } else {

@@ -1,0 +1,161 @@
+"""Connection state recovery on the browsers' side, in-process: what a returning browser
+presents, odd or not, and binary events kept and given back with their attachments."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from enricher.app import Running
+
+from .conftest import BrowserClient, StubBackend
+from .test_access import connect as connect_to
+from .test_access import proxy_for
+
+
+async def connect(proxy: Running, auth: Any) -> BrowserClient:
+    browser = BrowserClient()
+    await browser.sio.connect(
+        f"http://127.0.0.1:{proxy.public_port}", transports=["websocket"], auth=auth
+    )
+    return browser
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"pid": "no-such-session", "offset": "0123abcd.7"},
+        {"pid": ["not", "a", "string"], "offset": {"odd": True}},
+        {"pid": None},
+        {"pid": {"nested": [1]}, "offset": 10**30},
+        {"pid": "", "offset": ".."},
+    ],
+)
+async def test_an_odd_or_unknown_session_gets_a_new_one_and_resync(
+    proxy: Running, auth: Any
+) -> None:
+    browser = await connect(proxy, auth)
+    try:
+        assert await browser.next("enricher:resync") == (
+            "enricher:resync",
+            ({"reason": "recovery_failed"},),
+        )
+        assert browser.sio.connected
+        sid = browser.sio.get_sid()
+        assert sid in proxy.downstream.sio.pids  # a session, with a pid of its own
+        assert proxy.downstream.sio.pids[sid][0] != auth.get("pid")
+    finally:
+        await browser.sio.disconnect()
+    metrics = proxy.metrics.registry.get_sample_value
+    assert metrics("enricher_recoveries_total", {"outcome": "unknown_session"}) == 1
+
+
+async def test_binary_events_missed_come_back_with_their_attachments(
+    backend: StubBackend, proxy: Running, browsers: Any
+) -> None:
+    (browser,) = await browsers(1)
+    await backend.sio.emit("blob", {"bytes": b"\x00\x01"})
+    assert await browser.next("blob") == ("blob", ({"bytes": b"\x00\x01"},))
+    seen = browser.offsets[-1]
+    sid = browser.sio.get_sid()
+    pid = proxy.downstream.sio.pids[sid][0]
+    recovery = proxy.downstream.recovery
+    assert recovery is not None
+    kept = asyncio.Event()
+    leave = recovery.leave
+
+    def left(*args: Any) -> None:
+        leave(*args)
+        kept.set()
+
+    recovery.leave = left  # type: ignore[method-assign]
+    await browser.sio.eio.disconnect(abort=True)  # lost: no DISCONNECT packet
+    await asyncio.wait_for(kept.wait(), 5)
+
+    other = await connect(proxy, None)
+    await backend.sio.emit("blob", {"bytes": b"\xff", "n": 2})
+    await backend.sio.emit("text", "while away")
+    await backend.sio.emit("test:barrier", 1)
+    await other.next("test:barrier")  # the events have gone out: now it comes back
+    back = await connect(proxy, {"pid": pid, "offset": seen})
+    try:
+        assert back.sio.get_sid() == sid
+        assert await back.next() == ("blob", ({"bytes": b"\xff", "n": 2},))
+        assert await back.next() == ("text", ("while away",))
+        assert await back.next() == ("test:barrier", (1,))
+        numbers = [_number(offset) for offset in back.offsets]
+        assert numbers[0] > _number(seen) and numbers == sorted(set(numbers))
+    finally:
+        await back.sio.disconnect()
+        await other.sio.disconnect()
+    metrics = proxy.metrics.registry.get_sample_value
+    assert metrics("enricher_recoveries_total", {"outcome": "recovered"}) == 1
+
+
+def _number(offset: str) -> int:
+    return int(offset.partition(".")[2])
+
+
+async def test_pid_and_offset_are_not_credentials_nor_for_the_backend(
+    backend: StubBackend,
+) -> None:
+    """A browser's own backend connection presents its auth, without what
+    socket.io-client adds for recovery."""
+    async with proxy_for(backend, client_event_upstream="per_browser") as proxy:
+        shared = set(backend.handshakes)
+        browser, _ = await connect_to(
+            proxy, auth={"token": "alice", "pid": "gone", "offset": "0123abcd.1"}
+        )
+        assert await browser.next("enricher:resync") == (
+            "enricher:resync",
+            ({"reason": "recovery_failed"},),
+        )
+        assert await browser.sio.call("echo", "hi", timeout=5) == "hi"
+        (own,) = set(backend.handshakes) - shared
+        assert backend.handshakes[own]["auth"] == {"token": "alice"}
+        await browser.sio.disconnect()
+
+
+@pytest.mark.parametrize("how", ["leaves", "credentials_expired", "dropped", "lost"])
+async def test_only_a_lost_connection_is_kept_for_recovery(
+    backend: StubBackend, proxy: Running, browsers: Any, how: str
+) -> None:
+    """socket.disconnect() (DISCONNECT packet), and enricher's own closes (credentials
+    expired, dropped for its backlog) end the session; a lost connection keeps it, with
+    the backend room it joined."""
+    (browser,) = await browsers(1)
+    assert (await browser.sio.call("room:join", {"room_id": "r1"}, timeout=5))["ok"]
+    assert await backend.client_events.get() == ("room:join", ({"room_id": "r1"},))
+    downstream = proxy.downstream
+    recovery = downstream.recovery
+    assert recovery is not None
+    sid = browser.sio.get_sid()
+    manager = downstream.sio.manager
+    eio_sid = manager.eio_sid_from_sid(sid, "/")
+    gone = asyncio.Event()
+    browser.sio.on("disconnect", lambda reason=None: gone.set())
+    if how == "leaves":
+        await browser.sio.disconnect()
+    elif how == "credentials_expired":
+        await downstream._expire(sid)
+    elif how == "dropped":
+        await manager._drop(sid, eio_sid, downstream.sio.eio.sockets[eio_sid])
+    else:
+        await browser.sio.eio.disconnect(abort=True)
+    await asyncio.wait_for(gone.wait(), 5)
+    if how == "lost":
+        while manager.eio_sid_from_sid(sid, "/") is not None:  # the server's side of it
+            await asyncio.wait_for(backend.sio.emit("test:tick"), 5)
+        assert [s.sid for s in recovery.sessions.values()] == [sid]
+        assert downstream.membership.rooms() == ["r1"]  # still in the backend's room
+    else:
+        # the backend room let go of: nothing kept for it
+        assert await asyncio.wait_for(backend.client_events.get(), 5) == (
+            "room:leave",
+            ({"room_id": "r1"},),
+        )
+        assert recovery.sessions == {}
+    sizes = downstream.sizes()
+    assert sizes["browser_pids"] == 0 and sizes["browser_unrecoverable"] == 0
