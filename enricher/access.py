@@ -89,6 +89,9 @@ class Admission:
     """An admitted browser: until when its credentials hold (epoch seconds), if they expire."""
 
     expires_at: float | None = None
+    # Who it is, as far as the gate knows (a token's subject, a digest of its credentials);
+    # a recovered session goes only to the same holder. None: the gate does not know.
+    holder: str | None = None
 
 
 class Gate(Protocol):
@@ -156,8 +159,10 @@ class JwtGate:
         except (jwt.PyJWTError, ValueError, TypeError):  # whatever else makes it unusable
             raise Refused("token_invalid") from None
         expires = claims.get("exp")
+        subject = claims.get("sub")
         return Admission(
-            float(expires) + self._leeway if isinstance(expires, int | float) else None
+            float(expires) + self._leeway if isinstance(expires, int | float) else None,
+            holder=f"sub:{subject}" if isinstance(subject, str) else credentials.fingerprint(),
         )
 
     async def _signing_key(self, token: str) -> Any:
@@ -201,7 +206,7 @@ class BackendGate:
             self._answers[key] = allowed
         if not allowed:
             raise Refused("backend_refused")
-        return Admission()
+        return Admission(holder=credentials.fingerprint())
 
 
 class RoomAccess:

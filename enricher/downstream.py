@@ -89,9 +89,10 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     # session is kept while their disconnection is handled; ``on_recovery(sid, outcome,
     # given_up)``: told of each browser that presented a pid.
     recovery: Recovery | None = None
-    pids: dict[str, tuple[str, int]]
+    pids: dict[str, tuple[str, int, str | None]]
     persisted: set[str]
     on_recovery: Callable[[str, str, Session | None], Awaitable[None]]
+    release: Callable[[Session], Awaitable[None]]  # a kept session nobody gets back
 
     async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
         namespace = namespace or "/"
@@ -127,14 +128,18 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         outcome: str | None = None
         given_up: Session | None = None  # a kept session the browser does not get back
         replay: Recovered | None = None
+        holder = _admitted.get()[1].holder
         if isinstance(auth, dict) and "pid" in auth:
             pid = auth.get("pid")
-            given_up = recovery.sessions.get(pid) if isinstance(pid, str) else None
-            decision = recovery.restore(pid, auth.get("offset"))
+            kept = recovery.sessions.get(pid) if isinstance(pid, str) else None
+            given_up = kept if kept is not None and kept.holder == holder else None
+            decision = recovery.restore(pid, auth.get("offset"), holder)
             if not isinstance(decision, Recovered):
                 outcome = decision.reason
             elif self.manager.eio_sid_from_sid(decision.session.sid, "/") is not None:
-                outcome, given_up = "session_in_use", None  # its connection still has it
+                outcome = "session_in_use"  # its old connection is still being closed
+            elif len(decision.missed) > self.manager.max_replay:
+                outcome = "too_many_missed"  # more than its queue may hold: refetch
             else:
                 outcome, given_up, replay = "recovered", None, decision
                 self.manager.reuse_sid(eio_sid, decision.session.sid)
@@ -146,17 +151,20 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
                 eio_sid,
                 self.packet_class(packet.CONNECT_ERROR, data="Unable to connect", namespace="/"),
             )
+            for session in (given_up, replay.session if replay is not None else None):
+                if session is not None:
+                    await self.release(session)
             return
         if replay is not None:
             session = replay.session
-            self.pids[sid] = (session.pid, session.since)
+            self.pids[sid] = (session.pid, session.since, holder)
             for room in session.rooms:
                 if room != sid:
                     self.manager.basic_enter_room(sid, "/", room, eio_sid=eio_sid)
             for text, attachments in replay.packets():
                 self.manager.queue_now(engine_socket, eio_sid, text, attachments)
         else:
-            self.pids[sid] = (recovery.new_pid(), recovery.last)
+            self.pids[sid] = (recovery.new_pid(), recovery.last, holder)
         try:
             success = await self._trigger_event("connect", "/", sid, self.environ[eio_sid], auth)
             fail_reason = socketio.exceptions.ConnectionRefusedError().error_args
@@ -170,6 +178,8 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             self.pids.pop(sid, None)
             if replay is not None:
                 await self.on_recovery(sid, "refused", replay.session)
+            if given_up is not None:
+                await self.release(given_up)
             return
         answer = {"sid": sid, "pid": self.pids[sid][0]}
         await self._send_packet(eio_sid, self.packet_class(packet.CONNECT, answer, namespace="/"))
@@ -190,8 +200,8 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             and self.manager.is_connected(sid, "/")
             and sid not in self.manager.unrecoverable
         ):
-            pid, since = self.pids[sid]
-            recovery.leave(sid, pid, self.manager.get_rooms(sid, "/"), since)
+            pid, since, holder = self.pids[sid]
+            recovery.leave(sid, pid, self.manager.get_rooms(sid, "/"), since, holder)
             self.persisted.add(sid)
         try:
             return await super()._handle_eio_disconnect(eio_sid, reason)
@@ -434,6 +444,7 @@ class Downstream:
         self.sio.pids = {}
         self.sio.persisted = set()
         self.sio.on_recovery = self._recovery_outcome
+        self.sio.release = lambda session: self._release_rooms(session.sid)
         self._limited: set[str] = set()
 
     def sizes(self) -> dict[str, int]:
@@ -488,7 +499,10 @@ class Downstream:
             await asyncio.sleep(every)
             for session in recovery.expired():
                 log.info("browser_session_expired", sid=session.sid)
-                await self._release_rooms(session.sid)
+                try:
+                    await self._release_rooms(session.sid)
+                except Exception:  # the next sessions still go
+                    log.exception("browser_session_release_failed", sid=session.sid)
 
     async def _recovery_outcome(self, sid: str, outcome: str, given_up: Session | None) -> None:
         """A browser that presented its session's pid: ``recovered``, or why not (then

@@ -167,6 +167,12 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         self._dropped = dropped
         self._backlog: dict[str, int] = {}
 
+    @property
+    def max_replay(self) -> int:
+        """Most missed events a returning browser is given: half what may wait for it, so
+        that what comes live meanwhile does not get it dropped."""
+        return self._max_queued // 2
+
     async def emit(  # type: ignore[no-untyped-def]
         self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs
     ):
@@ -287,7 +293,9 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
                 queued.append((sid, eio_sid))
         for sid, eio_sid in queued:
             engine_socket = engine_sockets.get(eio_sid)
-            if engine_socket is not None and engine_socket.queue.qsize() >= self._max_queued:
+            if engine_socket is None:  # gone meanwhile (dropped above, say): nothing to send
+                continue
+            if engine_socket.queue.qsize() >= self._max_queued:
                 await self._drop(sid, eio_sid, engine_socket)
             else:
                 packet = _Queued(encoded, self._backlog, eio_sid)

@@ -190,7 +190,8 @@ class Metrics:
             "enricher_recoveries",
             "Browsers that came back presenting their session (Socket.IO connection state "
             "recovery), by outcome: 'recovered', or why not ('unknown_session', 'expired', "
-            "'events_dropped', 'unknown_offset', 'session_in_use').",
+            "'events_dropped', 'too_many_missed', 'unknown_offset', 'session_in_use', "
+            "'refused').",
             ["outcome"],
             registry=registry,
         )

@@ -32,6 +32,7 @@ class Session:
     rooms: frozenset[str]
     since: int  # the last event number before it connected
     left_at: float
+    holder: str | None = None  # who it belongs to (the token's subject, ...); None: anyone
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,23 +125,30 @@ class Recovery:
         self._trim(now)
         return stamped
 
-    def leave(self, sid: str, pid: str, rooms: Iterable[str], since: int) -> None:
-        """A browser's connection was lost (not closed on purpose): keep its session."""
+    def leave(
+        self, sid: str, pid: str, rooms: Iterable[str], since: int, holder: str | None = None
+    ) -> None:
+        """A browser's connection was lost (not closed on purpose): keep its session.
+        ``holder``: whose it is; only the same holder gets it back."""
         now = self._clock()
-        self.sessions[pid] = Session(sid, pid, frozenset(rooms), since, now)
+        self.sessions[pid] = Session(sid, pid, frozenset(rooms), since, now, holder)
         self._trim(now)
 
     def forget(self, pid: str) -> Session | None:
         return self.sessions.pop(pid, None)
 
-    def restore(self, pid: object, offset: object) -> Recovered | NotRecovered:
-        """What a browser presenting ``pid`` and ``offset`` gets. The session is taken: it
-        can be given back once."""
+    def restore(
+        self, pid: object, offset: object, holder: str | None = None
+    ) -> Recovered | NotRecovered:
+        """What a browser presenting ``pid`` and ``offset`` (and admitted as ``holder``)
+        gets. The session is taken: it can be given back once. Another holder's session
+        is not even taken: to that browser it does not exist."""
         now = self._clock()
         self._trim(now)
-        session = self.sessions.pop(pid, None) if isinstance(pid, str) else None
-        if session is None:
+        session = self.sessions.get(pid) if isinstance(pid, str) else None
+        if session is None or session.holder != holder:
             return NotRecovered("unknown_session")
+        del self.sessions[session.pid]
         if now - session.left_at > self.max_disconnection:
             return NotRecovered("expired")
         number = self._number(offset)
@@ -179,7 +187,12 @@ class Recovery:
         if not isinstance(offset, str):
             return None
         epoch, _, number = offset.partition(".")
-        if epoch != self.epoch or not number.isascii() or not number.isdigit():
+        if (
+            epoch != self.epoch
+            or not number.isascii()
+            or not number.isdigit()
+            or len(number) > 19  # not a count of events (and int() refuses 4,300 digits)
+        ):
             return None
         return int(number)
 

@@ -159,3 +159,46 @@ async def test_only_a_lost_connection_is_kept_for_recovery(
         assert recovery.sessions == {}
     sizes = downstream.sizes()
     assert sizes["browser_pids"] == 0 and sizes["browser_unrecoverable"] == 0
+
+
+@pytest.mark.parametrize("proxy_settings", [{"websocket.max_queued_events": 6}])
+async def test_a_browser_that_missed_more_than_its_queue_holds_refetches(
+    backend: StubBackend, proxy: Running, browsers: Any
+) -> None:
+    """A replay bigger than half the browser's queue limit would get it dropped by the
+    first live event: it gets a new session and enricher:resync instead."""
+    (browser,) = await browsers(1)
+    await backend.sio.emit("seen", 0)
+    await browser.next("seen")
+    seen, sid = browser.offsets[-1], browser.sio.get_sid()
+    pid = proxy.downstream.sio.pids[sid][0]
+    recovery = proxy.downstream.recovery
+    assert recovery is not None
+    kept = asyncio.Event()
+    leave = recovery.leave
+
+    def left(*args: Any) -> None:
+        leave(*args)
+        kept.set()
+
+    recovery.leave = left  # type: ignore[method-assign]
+    await browser.sio.eio.disconnect(abort=True)
+    await asyncio.wait_for(kept.wait(), 5)
+    other = await connect(proxy, None)
+    for n in range(4):  # more than 6 // 2
+        await backend.sio.emit("missed", n)
+    for _ in range(4):
+        await other.next("missed")
+    back = await connect(proxy, {"pid": pid, "offset": seen})
+    try:
+        assert await back.next("enricher:resync") == (
+            "enricher:resync",
+            ({"reason": "recovery_failed"},),
+        )
+        assert back.sio.get_sid() != sid and back.sio.connected
+    finally:
+        await back.sio.disconnect()
+        await other.sio.disconnect()
+    metrics = proxy.metrics.registry.get_sample_value
+    assert metrics("enricher_recoveries_total", {"outcome": "too_many_missed"}) == 1
+    assert proxy.downstream.sizes()["browser_backend_rooms"] == 0

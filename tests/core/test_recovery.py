@@ -142,3 +142,20 @@ def test_a_browser_that_comes_back_has_every_event_for_it_exactly_once(
                 pid, since, received = f"pid-{len(sent)}", recovery.last, list(sent)
         elif op == "wait":
             clock.now += float(arg)  # type: ignore[arg-type]
+
+
+def test_a_session_goes_back_only_to_its_holder() -> None:
+    recovery, _ = setup()
+    recovery.leave("sid-a", "pid-a", ["sid-a"], recovery.last, holder="sub:alice")
+    assert recovery.restore("pid-a", None, holder="sub:mallory") == NotRecovered("unknown_session")
+    assert recovery.restore("pid-a", None) == NotRecovered("unknown_session")
+    answer = recovery.restore("pid-a", None, holder="sub:alice")  # still there for alice
+    assert isinstance(answer, Recovered) and answer.session.sid == "sid-a"
+
+
+def test_an_offset_of_any_length_is_an_answer_not_an_error() -> None:
+    recovery, _ = setup()
+    recovery.stamp('2["e",1]')
+    for offset in (f"{recovery.epoch}." + "1" * 5000, f"{recovery.epoch}.٣", "x" * 100_000):
+        recovery.leave("sid-a", "pid-a", ["sid-a"], recovery.last)
+        assert isinstance(recovery.restore("pid-a", offset), Recovered)
