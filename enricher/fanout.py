@@ -20,6 +20,7 @@ and socket.io-client reconnects by itself when it can. Nobody else waits for it.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -166,6 +167,8 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         self._count = count
         self._dropped = dropped
         self._backlog: dict[str, int] = {}
+        self._dropping: set[str] = set()  # eio sids being closed for their backlog
+        self._closing: set[asyncio.Future[None]] = set()  # their close tasks, kept alive
 
     @property
     def max_replay(self) -> int:
@@ -308,7 +311,7 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def _drop(self, sid: str, eio_sid: str, engine_socket: Any) -> None:
         """Cut a browser whose backlog reached the limit; it reconnects when it can."""
-        if engine_socket.closing or engine_socket.closed:
+        if engine_socket.closing or engine_socket.closed or eio_sid in self._dropping:
             return
         log.warning(
             "browser_dropped", reason="backlog", queued=engine_socket.queue.qsize(), sid=sid
@@ -318,9 +321,21 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         websocket = self._websockets.get(eio_sid)
         if websocket is not None and websocket.transport is not None:
             websocket.transport.abort()  # what is buffered for it goes too
-        await engine_socket.close(
-            wait=False, abort=True, reason=self.server.eio.reason.SERVER_DISCONNECT
-        )
+        # Closed in a task of its own: the close runs the disconnect handlers, which may
+        # wait on the backend, and the broadcast under way must reach the others first
+        # (another one started meanwhile would overtake it at the browsers still to go).
+        self._dropping.add(eio_sid)
+        task = asyncio.ensure_future(self._close(eio_sid, engine_socket))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, eio_sid: str, engine_socket: Any) -> None:
+        try:
+            await engine_socket.close(
+                wait=False, abort=True, reason=self.server.eio.reason.SERVER_DISCONNECT
+            )
+        finally:
+            self._dropping.discard(eio_sid)
 
 
 def _idle(websocket: WebSocket, engine_socket: Any) -> bool:
