@@ -127,7 +127,9 @@ class JwtGate:
         )
         # PyJWKClient fetches with urllib, so off the loop, in a thread of its own: a key set
         # URL that hangs must not take the threads DNS lookups run in.
-        self._jwks_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jwks")
+        self._jwks_thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="jwks") if self._jwks else None
+        )
         self._jwks_down_until = 0.0
         self._clock = clock
         self._audience = jwt_settings.audience

@@ -280,20 +280,10 @@ class Upstream:
         """
         if not self._up:
             raise UpstreamUnavailable(event)
-        answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
-
-        def acked(*ack_args: Any) -> None:
-            if not answer.done():
-                answer.set_result(ack_args)
-
+        ack = _Ack(self.client)
         async with self._send_lock:
-            await self.client.emit(event, as_socketio_data(args), callback=acked)
-        try:
-            ack_args = await asyncio.wait_for(answer, timeout)
-        except TimeoutError:
-            _forget_callback(self.client, acked)
-            raise
-        return as_socketio_data(ack_args)
+            await ack.send(event, args)
+        return await ack.wait(timeout)
 
 
 class Handshake(Protocol):
@@ -347,19 +337,9 @@ class BrowserConnections:
         """Send a browser's event on its own connection and wait for the backend's ack;
         raises ``TimeoutError`` when none came."""
         async with self._lock(sid):
-            client = await self._client(sid, handshake)
-            answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
-
-            def acked(*ack_args: Any) -> None:
-                if not answer.done():
-                    answer.set_result(ack_args)
-
-            await client.emit(event, as_socketio_data(args), callback=acked)
-        try:
-            return as_socketio_data(await asyncio.wait_for(answer, timeout))
-        except TimeoutError:
-            _forget_callback(client, acked)
-            raise
+            ack = _Ack(await self._client(sid, handshake))
+            await ack.send(event, args)
+        return await ack.wait(timeout)
 
     async def close(self, sid: str) -> None:
         """The browser left: so does its connection."""
@@ -417,11 +397,33 @@ class BrowserConnections:
         return client
 
 
-def _forget_callback(client: socketio.AsyncClient, callback: Callable[..., None]) -> None:
-    """python-socketio keeps an ack's callback until the ack comes, which may be never."""
-    callbacks = client.callbacks.get("/", {})
-    for ack_id in [i for i, known in callbacks.items() if known is callback]:
-        del callbacks[ack_id]
+class _Ack:
+    """The backend's ack of one event: :meth:`send` the event, then :meth:`wait`."""
+
+    def __init__(self, client: socketio.AsyncClient) -> None:
+        self._client = client
+        answer: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+
+        def acked(*ack_args: Any) -> None:
+            if not answer.done():
+                answer.set_result(ack_args)
+
+        self._answer, self._acked = answer, acked
+
+    async def send(self, event: str, args: tuple[Any, ...]) -> None:
+        await self._client.emit(event, as_socketio_data(args), callback=self._acked)
+
+    async def wait(self, timeout: float) -> Any:
+        """The ack's arguments as python-socketio gives them (one value, a tuple of
+        several, or None); ``TimeoutError`` when none came within ``timeout``."""
+        try:
+            return as_socketio_data(await asyncio.wait_for(self._answer, timeout))
+        except TimeoutError:
+            # python-socketio keeps the callback until the ack comes, which may be never
+            callbacks = self._client.callbacks.get("/", {})
+            for ack_id in [i for i, known in callbacks.items() if known is self._acked]:
+                del callbacks[ack_id]
+            raise
 
 
 async def _close(client: socketio.AsyncClient) -> None:
