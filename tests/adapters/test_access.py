@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -46,6 +46,24 @@ async def proxy_for(backend: StubBackend, **settings: Any) -> AsyncIterator[Runn
     async with running(loaded) as proxy:
         await asyncio.wait_for(backend.connections.get(), 10)
         yield proxy
+
+
+async def endpoint(
+    aiohttp_server: Any,
+    path: str,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    host: str = "127.0.0.1",
+) -> tuple[str, Any]:
+    """A real HTTP server answering GET ``path`` with ``handler``: its URL, and itself."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    server = await aiohttp_server(app)
+    return f"http://{host}:{server.port}{path}", server
+
+
+def backend_auth(url: str) -> dict[str, Any]:
+    """Settings of auth.mode backend, asking ``url``."""
+    return {"auth.mode": "backend", "auth.backend_url": url}
 
 
 async def connect(
@@ -119,9 +137,7 @@ async def test_jwt_with_a_key_set_url_and_rs256(backend: StubBackend, aiohttp_se
     async def key_set(request: web.Request) -> web.Response:
         return web.json_response({"keys": [{**jwk, "kid": "k1", "use": "sig"}]})
 
-    keys = web.Application()
-    keys.router.add_get("/jwks.json", key_set)
-    key_server = await aiohttp_server(keys)
+    jwks_url, _ = await endpoint(aiohttp_server, "/jwks.json", key_set)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -135,7 +151,7 @@ async def test_jwt_with_a_key_set_url_and_rs256(backend: StubBackend, aiohttp_se
         "auth.mode": "jwt",
         "auth.jwt": {
             "algorithms": ["RS256"],
-            "jwks_url": f"http://127.0.0.1:{key_server.port}/jwks.json",
+            "jwks_url": jwks_url,
         },
     }
     async with proxy_for(backend, **settings) as proxy:
@@ -174,13 +190,8 @@ async def test_a_refused_socket_receives_nothing_while_it_is_checked(
         await answer.wait()
         return web.Response(status=401)
 
-    auth_app = web.Application()
-    auth_app.router.add_get("/auth/check", check)
-    auth_server = await aiohttp_server(auth_app)
-    settings = {
-        "auth.mode": "backend",
-        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/auth/check",
-    }
+    url, _ = await endpoint(aiohttp_server, "/auth/check", check)
+    settings = backend_auth(url)
     async with proxy_for(backend, **settings) as proxy, aiohttp.ClientSession() as http:
         agent, refusal = await connect(proxy, headers={"Cookie": "session=good"})
         assert refusal is None
@@ -209,13 +220,8 @@ async def test_backend_mode_forwards_credentials_and_caches_the_answer(
         good = request.headers.get("Authorization") == "Bearer agent-7"
         return web.Response(status=200 if good else 403)
 
-    auth_app = web.Application()
-    auth_app.router.add_get("/me", check)
-    auth_server = await aiohttp_server(auth_app)
-    settings = {
-        "auth.mode": "backend",
-        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/me",
-    }
+    url, auth_server = await endpoint(aiohttp_server, "/me", check)
+    settings = backend_auth(url)
     async with proxy_for(backend, **settings) as proxy:
         first, refusal = await connect(proxy, auth={"token": "agent-7"}, headers={"Cookie": "s=1"})
         assert refusal is None
@@ -307,13 +313,8 @@ async def test_a_cookie_the_backend_sets_never_travels_with_another_browsers_che
         response.set_cookie("session", "alice")
         return response
 
-    auth_app = web.Application()
-    auth_app.router.add_get("/auth", check)
-    auth_server = await aiohttp_server(auth_app)
-    settings = {
-        "auth.mode": "backend",
-        "auth.backend_url": f"http://localhost:{auth_server.port}/auth",
-    }
+    url, _ = await endpoint(aiohttp_server, "/auth", check, host="localhost")
+    settings = backend_auth(url)
     async with proxy_for(backend, **settings) as proxy:
         alice, refusal = await connect(proxy, headers={"Cookie": "session=alice"})
         assert refusal is None
@@ -333,13 +334,8 @@ async def test_a_polling_browser_gone_while_checked_leaves_nothing_behind(
         await answer.wait()
         return web.Response(status=204)
 
-    auth_app = web.Application()
-    auth_app.router.add_get("/auth", check)
-    auth_server = await aiohttp_server(auth_app)
-    settings = {
-        "auth.mode": "backend",
-        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/auth",
-    }
+    url, _ = await endpoint(aiohttp_server, "/auth", check)
+    settings = backend_auth(url)
     async with proxy_for(backend, **settings) as proxy, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=polling"
         async with http.get(base, headers={"Cookie": "s=1"}) as response:
@@ -365,13 +361,8 @@ async def test_connect_attempts_per_connection_are_limited(
         asks.append(request.headers.get("Authorization", ""))
         return web.Response(status=401)
 
-    auth_app = web.Application()
-    auth_app.router.add_get("/auth", check)
-    auth_server = await aiohttp_server(auth_app)
-    settings = {
-        "auth.mode": "backend",
-        "auth.backend_url": f"http://127.0.0.1:{auth_server.port}/auth",
-    }
+    url, _ = await endpoint(aiohttp_server, "/auth", check)
+    settings = backend_auth(url)
     async with proxy_for(backend, **settings) as proxy, aiohttp.ClientSession() as http:
         url = f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=websocket"
         async with http.ws_connect(url) as raw:
@@ -395,14 +386,12 @@ async def test_an_unreachable_key_set_is_not_asked_for_every_browser(
         asks += 1
         return web.Response(status=503)
 
-    keys = web.Application()
-    keys.router.add_get("/jwks.json", key_set)
-    key_server = await aiohttp_server(keys)
+    jwks_url, _ = await endpoint(aiohttp_server, "/jwks.json", key_set)
     settings = {
         "auth.mode": "jwt",
         "auth.jwt": {
             "algorithms": ["RS256"],
-            "jwks_url": f"http://127.0.0.1:{key_server.port}/jwks.json",
+            "jwks_url": jwks_url,
         },
     }
     forged = jwt.encode({"exp": int(time.time()) + 60}, SECRET, headers={"kid": "k9"})
@@ -422,7 +411,7 @@ async def test_a_token_for_another_audience_is_refused_when_none_is_configured(
 
 
 async def test_credentials_no_header_can_carry_are_refused(backend: StubBackend) -> None:
-    settings = {"auth.mode": "backend", "auth.backend_url": f"{backend.url}/rooms/me"}
+    settings = backend_auth(f"{backend.url}/rooms/me")
     async with proxy_for(backend, **settings) as proxy:
         _, refusal = await connect(proxy, auth={"token": "a\r\nX-Admin: 1"})
         assert refusal == {"message": "unauthorized", "data": {"reason": "credentials_invalid"}}
