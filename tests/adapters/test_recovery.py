@@ -23,6 +23,26 @@ async def connect(proxy: Running, auth: Any) -> BrowserClient:
     return browser
 
 
+async def lose_connection(proxy: Running, browser: BrowserClient) -> str:
+    """Cut ``browser``'s connection without a DISCONNECT packet (a network loss) and wait
+    until enricher has kept its session; the session's pid."""
+    sid = browser.sio.get_sid()
+    pid: str = proxy.downstream.sio.pids[sid][0]
+    recovery = proxy.downstream.recovery
+    assert recovery is not None
+    kept = asyncio.Event()
+    leave = recovery.leave
+
+    def left(*args: Any) -> None:
+        leave(*args)
+        kept.set()
+
+    recovery.leave = left  # type: ignore[method-assign]
+    await browser.sio.eio.disconnect(abort=True)
+    await asyncio.wait_for(kept.wait(), 5)
+    return pid
+
+
 @pytest.mark.parametrize(
     "auth",
     [
@@ -60,19 +80,7 @@ async def test_binary_events_missed_come_back_with_their_attachments(
     assert await browser.next("blob") == ("blob", ({"bytes": b"\x00\x01"},))
     seen = browser.offsets[-1]
     sid = browser.sio.get_sid()
-    pid = proxy.downstream.sio.pids[sid][0]
-    recovery = proxy.downstream.recovery
-    assert recovery is not None
-    kept = asyncio.Event()
-    leave = recovery.leave
-
-    def left(*args: Any) -> None:
-        leave(*args)
-        kept.set()
-
-    recovery.leave = left  # type: ignore[method-assign]
-    await browser.sio.eio.disconnect(abort=True)  # lost: no DISCONNECT packet
-    await asyncio.wait_for(kept.wait(), 5)
+    pid = await lose_connection(proxy, browser)
 
     other = await connect(proxy, None)
     await backend.sio.emit("blob", {"bytes": b"\xff", "n": 2})
@@ -171,19 +179,7 @@ async def test_a_browser_that_missed_more_than_its_queue_holds_refetches(
     await backend.sio.emit("seen", 0)
     await browser.next("seen")
     seen, sid = browser.offsets[-1], browser.sio.get_sid()
-    pid = proxy.downstream.sio.pids[sid][0]
-    recovery = proxy.downstream.recovery
-    assert recovery is not None
-    kept = asyncio.Event()
-    leave = recovery.leave
-
-    def left(*args: Any) -> None:
-        leave(*args)
-        kept.set()
-
-    recovery.leave = left  # type: ignore[method-assign]
-    await browser.sio.eio.disconnect(abort=True)
-    await asyncio.wait_for(kept.wait(), 5)
+    pid = await lose_connection(proxy, browser)
     other = await connect(proxy, None)
     for n in range(4):  # more than 6 // 2
         await backend.sio.emit("missed", n)
