@@ -475,6 +475,19 @@ class Browsers:
         stdin.write((json.dumps(cmd) + "\n").encode())
         await stdin.drain()
 
+    async def _command(self, cmd: Json, reply: str, what: str, timeout: float = TIMEOUT) -> Json:
+        """Send ``cmd`` to browsers.js, tagged, and return its ``reply`` line (``what``
+        names it if it does not come)."""
+        tag = next(self._tags)
+        await self._send({**cmd, "tag": tag})
+        line: Json = await self.child.wait_for(
+            lambda item: item.get("type") == reply and item.get("tag") == tag,
+            what,
+            timeout,
+            context=self.context,
+        )
+        return line
+
     async def wait_until(
         self, condition: Callable[[], Any], what: str | Callable[[], str], timeout: float = TIMEOUT
     ) -> Any:
@@ -545,41 +558,21 @@ class Browsers:
 
     async def pause(self, browser: int, resume: bool = False) -> None:
         """Stop (or start again) reading one browser's WebSocket."""
-        tag = next(self._tags)
-        await self._send({"cmd": "resume" if resume else "pause", "browser": browser, "tag": tag})
         kind = "resumed" if resume else "paused"
-        await self.child.wait_for(
-            lambda item: item.get("type") == kind and item.get("tag") == tag,
-            f"browser {browser} {kind}",
-            TIMEOUT,
-            context=self.context,
-        )
+        cmd = {"cmd": "resume" if resume else "pause", "browser": browser}
+        await self._command(cmd, kind, f"browser {browser} {kind}")
 
     async def renew_auth(self, browser: int, auth: Json) -> None:
         """Set the ``auth`` one browser presents at its next connect (a renewed token)."""
-        tag = next(self._tags)
-        await self._send({"cmd": "auth", "browser": browser, "auth": auth, "tag": tag})
-        await self.child.wait_for(
-            lambda item: item.get("type") == "auth_set" and item.get("tag") == tag,
-            f"browser {browser}'s auth set",
-            TIMEOUT,
-            context=self.context,
-        )
+        cmd = {"cmd": "auth", "browser": browser, "auth": auth}
+        await self._command(cmd, "auth_set", f"browser {browser}'s auth set")
 
     async def cut(self, browser: int, reconnect: bool = False) -> None:
         """Lose one browser's connection (``socket.io.engine.close()``), and keep it away;
         with ``reconnect``, let it come back (it presents its session, as after a blip)."""
-        tag = next(self._tags)
-        await self._send(
-            {"cmd": "reconnect" if reconnect else "cut", "browser": browser, "tag": tag}
-        )
         kind = "reconnecting" if reconnect else "cut"
-        await self.child.wait_for(
-            lambda item: item.get("type") == kind and item.get("tag") == tag,
-            f"browser {browser} {kind}",
-            TIMEOUT,
-            context=self.context,
-        )
+        cmd = {"cmd": "reconnect" if reconnect else "cut", "browser": browser}
+        await self._command(cmd, kind, f"browser {browser} {kind}")
 
     async def wait_connects(self, browser: int, connects: int) -> Json:
         """The ``connected`` line of one browser's ``connects``-th connection."""
@@ -614,15 +607,7 @@ class Browsers:
 
     async def summary(self) -> Json:
         """With ``--quiet``: what the browsers got, grouped (see browsers.js)."""
-        tag = next(self._tags)
-        await self._send({"cmd": "summary", "tag": tag})
-        line: Json = await self.child.wait_for(
-            lambda item: item.get("type") == "summary" and item.get("tag") == tag,
-            "a summary",
-            TIMEOUT,
-            context=self.context,
-        )
-        return line
+        return await self._command({"cmd": "summary"}, "summary", "a summary")
 
     def connected_lines(self) -> list[Json]:
         return [item for item in self.child.items if item.get("type") == "connected"]
@@ -635,15 +620,7 @@ class Browsers:
         )
 
     async def dump(self) -> list[Json]:
-        tag = next(self._tags)
-        await self._send({"cmd": "dump", "tag": tag})
-        line = await self.child.wait_for(
-            lambda item: item.get("type") == "dump" and item.get("tag") == tag,
-            "a dump",
-            TIMEOUT,
-            context=self.context,
-        )
-        browsers: list[Json] = line["browsers"]
+        browsers: list[Json] = (await self._command({"cmd": "dump"}, "dump", "a dump"))["browsers"]
         return browsers
 
     async def emit(
@@ -651,25 +628,11 @@ class Browsers:
     ) -> Json:
         """Emit from one browser; with ``ack``, the ``{"args": [...]}`` or ``{"error": ...}``
         line of its acknowledgement (the browser gives up after 5 s)."""
-        tag = next(self._tags)
-        await self._send(
-            {
-                "cmd": "emit",
-                "browser": browser,
-                "event": event,
-                "args": list(args),
-                "ack": ack,
-                "tag": tag,
-            }
-        )
+        cmd = {"cmd": "emit", "browser": browser, "event": event, "args": list(args), "ack": ack}
         kind = "ack" if ack else "emitted"
-        line: Json = await self.child.wait_for(
-            lambda item: item.get("type") == kind and item.get("tag") == tag,
-            f"the {kind} of {event!r} from browser {browser}",
-            timeout,
-            context=self.context,
+        return await self._command(
+            cmd, kind, f"the {kind} of {event!r} from browser {browser}", timeout
         )
-        return line
 
     async def close(self) -> None:
         if self.child.proc.returncode is None:
