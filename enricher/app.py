@@ -24,6 +24,7 @@ from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
 from .recovery import Recovery
+from .shared import Entry, SharedLog
 from .tls import client_context
 from .upstream import BrowserConnections, Upstream
 
@@ -130,6 +131,34 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             else:
                 driver.upstream_lost(upstream.last_heard)
 
+        recovery = (
+            Recovery(
+                settings.recovery.max_disconnection,
+                settings.recovery.max_events,
+                asyncio.get_running_loop().time,
+            )
+            if settings.recovery.enabled
+            else None
+        )
+        shared = (
+            SharedLog(
+                settings.recovery.redis_url,
+                max_events=settings.recovery.max_events,
+                # a room's snapshot or a message built twice is merged this long apart
+                identity_ttl=max(600.0, settings.recovery.max_disconnection),
+                session_ttl=settings.recovery.max_disconnection,
+            )
+            if recovery is not None and settings.recovery.store == "redis"
+            else None
+        )
+
+        def on_store(up: bool) -> None:
+            metrics.recovery_store_up.set(int(up))
+            if up and recovery is not None and shared is not None and shared.generation:
+                # offsets of the shared sequence from here on
+                recovery.epoch = shared.generation
+                recovery.restart_at(shared.position)
+
         upstream = Upstream(
             settings.upstream,
             on_event=lambda event, args: driver.upstream_event(event, args),
@@ -165,13 +194,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_payload_bytes=settings.max_payload_bytes,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
-            recovery=Recovery(
-                settings.recovery.max_disconnection,
-                settings.recovery.max_events,
-                asyncio.get_running_loop().time,
-            )
-            if settings.recovery.enabled
-            else None,
+            recovery=recovery,
+            shared=shared,
         )
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         metrics.watch_sizes(lambda: {**join.sizes(), **downstream.sizes()})
@@ -210,6 +234,14 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             asyncio.create_task(upstream.run()),
             asyncio.create_task(downstream.expire_sessions()),
         ]
+        if shared is not None:
+            manager = downstream.sio.manager
+
+            async def direct(entry: Entry) -> None:
+                metrics.recovery_store_direct.inc()
+                await manager.deliver_direct(entry)
+
+            tasks.append(asyncio.create_task(shared.run(manager.deliver_entry, direct, on_store)))
         try:
             yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)
         finally:
@@ -224,6 +256,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if shared is not None:
+                await shared.close()
             await public.cleanup()
             await admin.cleanup()
             log.info("stopped")

@@ -116,10 +116,24 @@ class WebSocketSettings(_Section):
     max_queued_events: Annotated[int, Field(ge=1)] = 1000
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 class RecoverySettings(_Section):
     enabled: bool = True
     max_disconnection: Seconds = 120.0
     max_events: Annotated[int, Field(ge=1)] = 10_000
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://localhost:6379/0"
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> RecoverySettings:
+        if self.store == "redis" and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ValueError(
+                "recovery.store is redis: recovery.redis_url must be a redis://, rediss:// "
+                "or unix:// URL"
+            )
+        return self
 
 
 JwtAlgorithm = Literal[

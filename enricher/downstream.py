@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import socketio
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 from socketio import packet
 
 from . import jsonwire
@@ -28,7 +29,8 @@ from .join import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
-from .recovery import Recovered, Recovery, Session
+from .recovery import NotRecovered, Recovered, Recovery, Session
+from .shared import SharedLog, stored
 from .upstream import BrowserConnections, UpstreamRefused, UpstreamUnavailable, as_socketio_data
 
 log = structlog.get_logger("enricher.downstream")
@@ -93,6 +95,11 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     persisted: set[str]
     on_recovery: Callable[[str, str, Session | None], Awaitable[None]]
     release: Callable[[Session], Awaitable[None]]  # a kept session nobody gets back
+    rejoin: Callable[[str, Session], Awaitable[None]]  # a session given back: its rooms
+    # With the replicas' shared sequence (None: sessions kept in this process), and the
+    # sessions this replica kept there (pid: sid), whose rooms it holds until they go.
+    shared: SharedLog | None = None
+    left: dict[str, str]
 
     async def _handle_connect(self, eio_sid, namespace, data):  # type: ignore[no-untyped-def]
         namespace = namespace or "/"
@@ -130,10 +137,19 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         replay: Recovered | None = None
         holder = _admitted.get()[1].holder
         if isinstance(auth, dict) and "pid" in auth:
-            pid = auth.get("pid")
-            kept = recovery.sessions.get(pid) if isinstance(pid, str) else None
-            given_up = kept if kept is not None and kept.holder == holder else None
-            decision = recovery.restore(pid, auth.get("offset"), holder)
+            pid, offset = auth.get("pid"), auth.get("offset")
+            if self.shared is None:
+                kept = recovery.sessions.get(pid) if isinstance(pid, str) else None
+                given_up = kept if kept is not None and kept.holder == holder else None
+                decision = recovery.restore(pid, offset, holder)
+            else:
+                decision = await self._restore_shared(pid, offset, holder, recovery)
+                if isinstance(decision, Recovered):
+                    given_up = decision.session
+                if engine_socket.closed:  # it left meanwhile
+                    if given_up is not None:
+                        await self.release(given_up)
+                    return None
             if not isinstance(decision, Recovered):
                 outcome = decision.reason
             elif self.manager.eio_sid_from_sid(decision.session.sid, "/") is not None:
@@ -184,8 +200,47 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         answer = {"sid": sid, "pid": self.pids[sid][0]}
         await self._send_packet(eio_sid, self.packet_class(packet.CONNECT, answer, namespace="/"))
         await self.manager.connect(sid, "/")
+        if replay is not None:
+            await self.rejoin(sid, replay.session)
         if outcome is not None:
             await self.on_recovery(sid, outcome, given_up)
+
+    async def _restore_shared(
+        self, pid: object, offset: object, holder: str | None, recovery: Recovery
+    ) -> Recovered | NotRecovered:
+        """:meth:`Recovery.restore` with the session, and events older than this replica's
+        own buffer, from the shared store."""
+        assert self.shared is not None
+        if not isinstance(pid, str) or not self.shared.up:
+            return NotRecovered("unknown_session" if self.shared.up else "store_unavailable")
+        try:
+            session = await self.shared.take(pid, holder, recovery.now())
+            if session is None:
+                return NotRecovered("unknown_session")
+            older = recovery.older(session, offset)
+            entries = [] if older is None else await self.shared.fetch(*older)
+        except (RedisError, OSError) as exc:
+            log.warning("recovery_store_failed", error=repr(exc))
+            return NotRecovered("store_unavailable")
+        return recovery.restore_session(
+            session, offset, [stored(entry, recovery.epoch) for entry in entries]
+        )
+
+    async def _keep(self, sid: str, pid: str, rooms: Any, since: int, holder: str | None) -> bool:
+        """Keep a lost browser's session, for this replica or any; False if it cannot be."""
+        assert self.recovery is not None
+        if self.shared is None:
+            self.recovery.leave(sid, pid, rooms, since, holder)
+            return True
+        if not self.shared.up:
+            return False
+        try:
+            await self.shared.keep(Session(sid, pid, frozenset(rooms), since, 0.0, holder))
+        except (RedisError, OSError) as exc:
+            log.warning("recovery_store_failed", error=repr(exc))
+            return False
+        self.left[pid] = sid
+        return True
 
     async def _handle_eio_disconnect(self, eio_sid, reason):  # type: ignore[no-untyped-def]
         self._connect_attempts.pop(eio_sid, None)
@@ -201,8 +256,8 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             and sid not in self.manager.unrecoverable
         ):
             pid, since, holder = self.pids[sid]
-            recovery.leave(sid, pid, self.manager.get_rooms(sid, "/"), since, holder)
-            self.persisted.add(sid)
+            if await self._keep(sid, pid, self.manager.get_rooms(sid, "/"), since, holder):
+                self.persisted.add(sid)
         try:
             return await super()._handle_eio_disconnect(eio_sid, reason)
         finally:
@@ -373,6 +428,7 @@ class Downstream:
         ping_interval: float = 25.0,
         ping_timeout: float = 20.0,
         recovery: Recovery | None = None,
+        shared: SharedLog | None = None,
     ) -> None:
         self._backend = backend
         self._metrics = metrics
@@ -403,6 +459,7 @@ class Downstream:
                 count=metrics.delivered,
                 dropped=metrics.browsers_dropped.labels("backlog").inc,
                 recovery=recovery,
+                shared=shared,
             ),
             json=jsonwire,
             cors_allowed_origins="*" if cors_origins == "*" else _origins(cors_origins),
@@ -445,6 +502,9 @@ class Downstream:
         self.sio.persisted = set()
         self.sio.on_recovery = self._recovery_outcome
         self.sio.release = lambda session: self._release_rooms(session.sid)
+        self.sio.rejoin = self._rejoin_rooms
+        self.shared = self.sio.shared = shared if recovery is not None else None
+        self.sio.left = {}
         self._limited: set[str] = set()
 
     def sizes(self) -> dict[str, int]:
@@ -475,6 +535,7 @@ class Downstream:
                 if self.recovery is None
                 else self.recovery.sizes()
             ),
+            **({} if self.shared is None else {"recovery_sessions": len(self.sio.left)}),
         }
 
     async def emit(self, action: Emit) -> None:
@@ -497,12 +558,41 @@ class Downstream:
         every = min(recovery.max_disconnection / 2, 5.0)
         while True:
             await asyncio.sleep(every)
+            if self.shared is not None:
+                await self._sweep_shared(self.shared)
             for session in recovery.expired():
                 log.info("browser_session_expired", sid=session.sid)
                 try:
                     await self._release_rooms(session.sid)
                 except Exception:  # the next sessions still go
                     log.exception("browser_session_release_failed", sid=session.sid)
+
+    async def _sweep_shared(self, shared: SharedLog) -> None:
+        """Let go of the rooms of the sessions this replica kept in the shared store that
+        are gone from it: expired, or given back (here or at another replica)."""
+        left = self.sio.left
+        if not left or not shared.up:
+            return
+        try:
+            kept = await shared.kept(list(left))
+        except (RedisError, OSError) as exc:
+            log.warning("recovery_store_failed", error=repr(exc))
+            return
+        for pid in [pid for pid in left if pid not in kept]:
+            sid = left.pop(pid)
+            if sid in self.sio.pids:  # given back here: its rooms are its own again
+                continue
+            log.info("browser_session_gone", sid=sid)
+            try:
+                await self._release_rooms(sid)
+            except Exception:  # the next sessions still go
+                log.exception("browser_session_release_failed", sid=sid)
+
+    async def _rejoin_rooms(self, sid: str, session: Session) -> None:
+        """A session given back (kept here, or at another replica): its backend rooms."""
+        for room in session.rooms:
+            if room.startswith("room:") and self.membership.join(sid, room[5:]):
+                await self._backend_room(ROOM_JOIN, room[5:])
 
     async def _recovery_outcome(self, sid: str, outcome: str, given_up: Session | None) -> None:
         """A browser that presented its session's pid: ``recovered``, or why not (then

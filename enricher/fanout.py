@@ -34,6 +34,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from .recovery import Recovery
+from .shared import Entry, SharedLog, identity
 
 log = structlog.get_logger("enricher.downstream")
 
@@ -154,9 +155,13 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         count: Callable[[int, int], None] = lambda direct, queued: None,
         dropped: Callable[[], None] = lambda: None,
         recovery: Recovery | None = None,
+        shared: SharedLog | None = None,
     ) -> None:
         super().__init__()
         self.recovery = recovery
+        # With the replicas' shared sequence, broadcasts are appended to it and delivered
+        # when read back (:meth:`deliver_entry`), stamped with their number there.
+        self.shared = shared if recovery is not None else None
         # Browsers whose connection enricher closes on purpose: not to be recovered.
         self.unrecoverable: set[str] = set()
         # The sid a connection being registered takes (a recovered session's), by eio sid.
@@ -195,6 +200,18 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             sio_packet.EVENT, namespace=namespace, data=[event, *data]
         ).encode()
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        if self.shared is not None and namespace == "/":
+            text, *attachments = encoded if isinstance(encoded, list) else [encoded]
+            self.shared.append(
+                text,
+                _rooms(room),
+                [sid for sid in skip if sid is not None],
+                attachments,
+                identity=identity(event, data),
+                # to one of this replica's browsers: its own, never merged with another's
+                unique=isinstance(room, str) and self.eio_sid_from_sid(room, "/") is not None,
+            )
+            return None
         if isinstance(encoded, list):  # binary attachments: several engine.io packets
             if not stamped:
                 return await super().emit(
@@ -215,6 +232,9 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def emit_encoded(self, encoded: str, room: str | None = None) -> None:
         """Broadcast a Socket.IO packet that is already text (namespace ``/``, no ack)."""
+        if self.shared is not None:
+            self.shared.append(encoded, _rooms(room), ())
+            return
         if self.recovery is not None:
             encoded = self._stamp(encoded, room, [None])
         if "/" in self.rooms:
@@ -227,10 +247,36 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         encoded = encoded.rstrip()
         if not encoded.endswith("]"):  # not an event's arguments: passed on as it came
             return encoded
-        rooms = None if room is None else [room] if isinstance(room, str) else list(room)
         return self.recovery.stamp(
-            encoded, rooms, [sid for sid in skip if sid is not None], attachments or ()
+            encoded, _rooms(room), [sid for sid in skip if sid is not None], attachments or ()
         )
+
+    async def deliver_entry(self, entry: Entry) -> None:
+        """An entry of the shared sequence, read back: kept, stamped with its number, and
+        delivered to this replica's browsers it is meant for."""
+        assert self.recovery is not None
+        packet = entry.packet
+        if packet is not None and packet.rstrip().endswith("]"):  # an event's arguments
+            packet = self.recovery.record(
+                entry.number, packet.rstrip(), entry.rooms, entry.skip, entry.attachments
+            )
+        else:  # a gap, or a packet that cannot take an offset: nobody recovers across it
+            self.recovery.record(entry.number, None)
+            if packet is None:
+                return
+        await self.deliver_direct(Entry(0, packet, entry.rooms, entry.skip, entry.attachments))
+
+    async def deliver_direct(self, entry: Entry) -> None:
+        """A broadcast delivered as it is (unnumbered: the shared sequence is away)."""
+        if entry.packet is None or "/" not in self.rooms:
+            return
+        skip = list(entry.skip)
+        if entry.attachments:
+            await self._deliver_binary(
+                entry.packet, list(entry.attachments), "/", entry.rooms, skip
+            )
+        else:
+            await self._deliver(entry.packet, "/", entry.rooms, skip)
 
     async def _deliver_binary(
         self, text: str, attachments: list[bytes], namespace: str, room: Any, skip: list[Any]
@@ -271,9 +317,7 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         self.pending_connect.setdefault(namespace, []).append(sid)
         return sid
 
-    async def _deliver(
-        self, encoded: str, namespace: str, room: str | None, skip: list[Any]
-    ) -> None:
+    async def _deliver(self, encoded: str, namespace: str, room: Any, skip: list[Any]) -> None:
         frame = text_frame(b"4" + encoded.encode())  # "4": an engine.io MESSAGE
         queued: list[tuple[str, str]] = []
         direct = 0
@@ -336,6 +380,11 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             )
         finally:
             self._dropping.discard(eio_sid)
+
+
+def _rooms(room: Any) -> list[str] | None:
+    """An emit's ``to``/``room`` as a list of rooms (None: everyone)."""
+    return None if room is None else [room] if isinstance(room, str) else list(room)
 
 
 def _idle(websocket: WebSocket, engine_socket: Any) -> bool:

@@ -191,7 +191,7 @@ class Metrics:
             "Browsers that came back presenting their session (Socket.IO connection state "
             "recovery), by outcome: 'recovered', or why not ('unknown_session', 'expired', "
             "'events_dropped', 'too_many_missed', 'unknown_offset', 'session_in_use', "
-            "'refused').",
+            "'refused', 'store_unavailable').",
             ["outcome"],
             registry=registry,
         )
@@ -230,6 +230,18 @@ class Metrics:
             "by outcome: 'recovered' (created during the outage: its new_room was lost, the "
             "snapshot is sent), 'old', 'undated', 'not_found', 'rest_failed', 'capacity', 'shutdown'.",
             ["outcome"],
+            registry=registry,
+        )
+        self.recovery_store_up = Gauge(
+            "enricher_recovery_store_up",
+            "1 while the shared store of recovery.store: redis answers; 0 while it does not "
+            "(events then go to this replica's browsers directly, none recoverable).",
+            registry=registry,
+        )
+        self.recovery_store_direct = Counter(
+            "enricher_recovery_store_direct_events",
+            "Broadcasts delivered directly because the shared store (recovery.store: redis) "
+            "could not be reached: kept nowhere, browsers away meanwhile get enricher:resync.",
             registry=registry,
         )
         self._direct = self.deliveries.labels("direct")

@@ -8,8 +8,9 @@ the browser missed, in order, each once. This module keeps the sessions of brows
 went away and the events sent recently, and decides what a returning browser gets; the
 browsers' side (``downstream.py``) stamps the packets and carries the decisions out.
 
-Offsets are ``<epoch>.<n>``: ``epoch`` is this process's, so an offset from a process that
-is gone is not mistaken for one of ours; ``n`` counts events. Knowing which numbers were
+Offsets are ``<epoch>.<n>``: ``epoch`` is this process's (or, with the events shared by
+replicas through Redis, the shared sequence's), so an offset from a process that is gone is
+not mistaken for one of ours; ``n`` counts events. Knowing which numbers were
 dropped, recovery can tell a browser that missed nothing (idle for longer than the buffer
 keeps events) from one that missed events that are gone.
 """
@@ -36,9 +37,13 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
-class _Stored:
+class Stored:
+    """An event kept for browsers that may come back."""
+
     number: int
-    packet: str  # the socket.io packet as sent, offset included
+    # the socket.io packet as sent, offset included; None: a gap (events that were sent
+    # and are kept nowhere: a browser away across it cannot recover)
+    packet: str | None
     rooms: frozenset[str] | None  # None: every browser
     skip: frozenset[str]  # sids it was not sent to
     at: float
@@ -81,7 +86,7 @@ class Recovery:
         self.max_disconnection = max_disconnection
         self.epoch = epoch or secrets.token_hex(4)
         self._clock = clock
-        self._events: deque[_Stored] = deque()
+        self._events: deque[Stored] = deque()
         self._max_events = max_events
         self._last = 0  # the number of the last event stamped
         self._dropped_through = 0  # every event up to this number is gone
@@ -91,6 +96,9 @@ class Recovery:
     def last(self) -> int:
         """The number of the last event stamped (where a browser connecting now starts)."""
         return self._last
+
+    def now(self) -> float:
+        return self._clock()
 
     def new_pid(self) -> str:
         return secrets.token_urlsafe(12)
@@ -106,15 +114,31 @@ class Recovery:
         last argument; stored for browsers that may come back. ``rooms``: the rooms it
         goes to (``None``: everyone); ``skip``: sids it does not go to; ``attachments``:
         a binary event's (``5N-[...]``), kept to be sent again after it."""
-        if not packet.endswith("]"):
+        return self.record(self._last + 1, packet, rooms, skip, attachments)
+
+    def record(
+        self,
+        number: int,
+        packet: str | None,
+        rooms: Iterable[str] | None = None,
+        skip: Iterable[str] = (),
+        attachments: Iterable[bytes] = (),
+    ) -> str:
+        """Like :meth:`stamp`, with the event's number given (events numbered elsewhere,
+        in a shared sequence); ``packet`` None records a gap. A number that does not
+        follow the last one starts the buffer again: what lies between is not here."""
+        if packet is not None and not packet.endswith("]"):
             raise ValueError("not an event packet")
-        self._last += 1
-        offset = f"{self.epoch}.{self._last}"
-        stamped = f'{packet[:-1]},"{offset}"]'
+        if number <= self._last:
+            raise ValueError(f"event {number} is not after {self._last}")
+        if number != self._last + 1:
+            self.restart_at(number - 1)
+        self._last = number
+        stamped = None if packet is None else f'{packet[:-1]},"{self.epoch}.{number}"]'
         now = self._clock()
         self._events.append(
-            _Stored(
-                self._last,
+            Stored(
+                number,
                 stamped,
                 None if rooms is None else frozenset(rooms),
                 frozenset(skip),
@@ -123,7 +147,13 @@ class Recovery:
             )
         )
         self._trim(now)
-        return stamped
+        return stamped or ""
+
+    def restart_at(self, number: int) -> None:
+        """The next event is ``number + 1``; the events up to ``number`` are not kept here
+        (they may be elsewhere: see :meth:`older`)."""
+        self._events.clear()
+        self._last = self._dropped_through = number
 
     def leave(
         self, sid: str, pid: str, rooms: Iterable[str], since: int, holder: str | None = None
@@ -143,28 +173,47 @@ class Recovery:
         """What a browser presenting ``pid`` and ``offset`` (and admitted as ``holder``)
         gets. The session is taken: it can be given back once. Another holder's session
         is not even taken: to that browser it does not exist."""
-        now = self._clock()
-        self._trim(now)
+        self._trim(self._clock())
         session = self.sessions.get(pid) if isinstance(pid, str) else None
         if session is None or session.holder != holder:
             return NotRecovered("unknown_session")
         del self.sessions[session.pid]
+        return self.restore_session(session, offset)
+
+    def older(self, session: Session, offset: object) -> tuple[int, int] | None:
+        """The numbers ``(after, through]`` a returning browser may have missed that are
+        older than this buffer (kept elsewhere, in a shared store), or None."""
+        seen = self._seen(session, offset)
+        if seen is None or seen >= self._dropped_through:
+            return None
+        return seen, self._dropped_through
+
+    def restore_session(
+        self, session: Session, offset: object, older: Iterable[Stored] = ()
+    ) -> Recovered | NotRecovered:
+        """What a browser presenting ``offset`` gets of ``session`` (taken already):
+        the events it missed from this buffer, after ``older`` ones (those of
+        :meth:`older`, from elsewhere)."""
+        now = self._clock()
+        self._trim(now)
         if now - session.left_at > self.max_disconnection:
             return NotRecovered("expired")
-        number = self._number(offset)
-        if number is not None and number > self._last:
+        seen = self._seen(session, offset)
+        if seen is None:
             return NotRecovered("unknown_offset")
-        # An offset that is not one of this session's (none, another process's, or one
-        # of an earlier session of the same browser) means it got none of its events.
-        seen = session.since if number is None else max(number, session.since)
-        if seen < self._dropped_through:
-            return NotRecovered("events_dropped")  # some it missed are gone
+        if seen < self._dropped_through:  # the older ones must all be there
+            numbers = [stored.number for stored in older]
+            if numbers != list(range(seen + 1, self._dropped_through + 1)):
+                return NotRecovered("events_dropped")  # some it missed are gone
+        candidates = [*older, *self._events]
+        if any(stored.packet is None and stored.number > seen for stored in candidates):
+            return NotRecovered("events_dropped")  # sent while kept nowhere
         replay = [
-            stored for stored in self._events if stored.number > seen and _reaches(stored, session)
+            stored for stored in candidates if stored.number > seen and _reaches(stored, session)
         ]
         return Recovered(
             session,
-            [stored.packet for stored in replay],
+            [stored.packet for stored in replay if stored.packet is not None],
             [stored.attachments for stored in replay]
             if any(stored.attachments for stored in replay)
             else [],
@@ -181,6 +230,15 @@ class Recovery:
 
     def sizes(self) -> dict[str, int]:
         return {"recovery_sessions": len(self.sessions), "recovery_events": len(self._events)}
+
+    def _seen(self, session: Session, offset: object) -> int | None:
+        """The last event number the browser had (None: one not sent yet). An offset that
+        is not one of this session's (none, another process's, or one of an earlier
+        session of the same browser) means it got none of its events."""
+        number = self._number(offset)
+        if number is not None and number > self._last:
+            return None
+        return session.since if number is None else max(number, session.since)
 
     def _number(self, offset: object) -> int | None:
         """The event number of one of this process's offsets, else None."""
@@ -204,7 +262,7 @@ class Recovery:
             self._dropped_through = events.popleft().number
 
 
-def _reaches(stored: _Stored, session: Session) -> bool:
+def _reaches(stored: Stored, session: Session) -> bool:
     if session.sid in stored.skip:
         return False
     return stored.rooms is None or not stored.rooms.isdisjoint(session.rooms)

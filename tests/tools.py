@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,52 @@ def certificates(where: Path) -> Path:
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
     )  # fmt: skip
     return where
+
+
+class RedisServer:
+    """A redis-server of its own (Debian's redis-server package) on a free port, with no
+    persistence, in ``where``; :meth:`stop` and :meth:`start` again on the same port."""
+
+    def __init__(self, where: Path) -> None:
+        command = shutil.which("redis-server")
+        if command is None:
+            if os.environ.get("CI"):
+                pytest.fail("redis-server is missing: .ci/run installs Debian's redis-server")
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self._command = command
+        self._where = where
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [self._command, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._where)],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert self._proc.stdout is not None
+        said = []
+        for line in self._proc.stdout:  # its log, until it says it is ready
+            said.append(line.decode(errors="replace"))
+            if b"Ready to accept connections" in line:
+                break
+        else:
+            pytest.fail(f"redis-server exited: {''.join(said)}")
+        # the rest of its log, read so that it never waits on a full pipe
+        threading.Thread(target=self._proc.stdout.read, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -387,6 +387,55 @@ class Enricher:
 EnricherFactory = Callable[..., Awaitable[Enricher]]
 
 
+class Balancer:
+    """A TCP load balancer in front of enricher replicas, as a Kubernetes Service is: each
+    new connection goes to the replica ``target`` names then; connections already open stay
+    where they are (so a browser moves when its connection is lost and it reconnects)."""
+
+    def __init__(self, target: Enricher) -> None:
+        self.target = target
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target.public_port
+            )
+        except OSError:  # the replica is gone: the browser sees a refused connection
+            writer.close()
+            return
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+
 @pytest.fixture
 async def make_enricher() -> AsyncIterator[EnricherFactory]:
     """``await make_enricher(backend, ENRICHER_HOLD_TIMEOUT="1.0", ...)``: a started enricher

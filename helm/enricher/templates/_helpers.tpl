@@ -86,13 +86,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* credentials value -> environment variable enricher reads it from */}}
 {{- define "enricher.credentialVars" -}}
-{{- toJson (dict "upstreamHeaders" "ENRICHER_UPSTREAM__HEADERS" "upstreamQuery" "ENRICHER_UPSTREAM__QUERY" "upstreamAuth" "ENRICHER_UPSTREAM__AUTH" "restHeaders" "ENRICHER_REST__HEADERS" "jwtSecret" "ENRICHER_AUTH__JWT__SECRET") -}}
+{{- toJson (dict "upstreamHeaders" "ENRICHER_UPSTREAM__HEADERS" "upstreamQuery" "ENRICHER_UPSTREAM__QUERY" "upstreamAuth" "ENRICHER_UPSTREAM__AUTH" "restHeaders" "ENRICHER_REST__HEADERS" "jwtSecret" "ENRICHER_AUTH__JWT__SECRET" "redisUrl" "ENRICHER_RECOVERY__REDIS_URL") -}}
 {{- end -}}
 
 {{/* "true" when some credential is given inline. */}}
 {{- define "enricher.inlineCredentials" -}}
 {{- $c := .Values.credentials -}}
-{{- if or $c.upstreamHeaders $c.upstreamQuery $c.upstreamAuth $c.restHeaders $c.jwtSecret }}true{{ end -}}
+{{- if or $c.upstreamHeaders $c.upstreamQuery $c.upstreamAuth $c.restHeaders $c.jwtSecret $c.redisUrl }}true{{ end -}}
 {{- end -}}
 
 {{/* "true" when the chart creates the credentials Secret (some credential is given inline). */}}
@@ -149,6 +149,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and $public (not (or $auth.jwt.public_key $auth.jwt.jwks_url)) -}}
 {{- fail (printf "\n\nenricher: config.auth.mode=jwt with public-key algorithms (%s) needs config.auth.jwt.public_key (PEM) or config.auth.jwt.jwks_url, e.g.\n  --set config.auth.jwt.jwks_url=https://issuer.example.com/.well-known/jwks.json" (join ", " $auth.jwt.algorithms)) -}}
 {{- end -}}
+{{- end -}}
+{{- $recovery := .Values.config.recovery -}}
+{{- if and $recovery.enabled (eq $recovery.store "redis") (not (or $recovery.redis_url $c.redisUrl $c.existingSecret)) -}}
+{{- fail "\n\nenricher: config.recovery.store=redis needs the Redis every pod shares (an existing one):\n  --set config.recovery.redis_url=redis://redis-master.data.svc:6379/0\nor, with a password, --set credentials.redisUrl=redis://:<password>@redis-master.data.svc:6379/0\n(or key redis-url of credentials.existingSecret)." -}}
 {{- end -}}
 {{- if and (eq $auth.mode "backend") (not $auth.backend_url) -}}
 {{- fail "\n\nenricher: config.auth.mode=backend needs config.auth.backend_url, the endpoint asked (GET, with the browser's Cookie and Authorization) whether a browser may connect, e.g.\n  --set config.auth.backend_url=http://backend.chat.svc:3000/api/me" -}}

@@ -1,0 +1,116 @@
+"""Connection state recovery across replicas (``recovery.store: redis``): two real enricher
+processes on one real redis-server and the Node backend stub, real socket.io-client browsers
+behind a load balancer. A browser cut from one replica that reconnects to the other gets
+its session back and every event it missed, once, in order; so do the browsers of a
+replica stopped for a rolling update."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ..tools import RedisServer
+from .conftest import Backend, Balancer, BrowsersFactory, EnricherFactory, sidebar_check
+from .test_recovery import barrier_at, offsets_in_order, received
+
+pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
+
+
+async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_update(
+    backend: Backend,
+    make_enricher: EnricherFactory,
+    browsers: BrowsersFactory,
+    redis_server: RedisServer,
+) -> None:
+    shared = {
+        "ENRICHER_RECOVERY__STORE": "redis",
+        "ENRICHER_RECOVERY__REDIS_URL": redis_server.url,
+        "ENRICHER_LOG__LEVEL": "debug",
+    }
+    a = await make_enricher(backend, **shared)
+    b = await make_enricher(backend, **shared)
+    balancer = Balancer(a)
+    url = await balancer.start()
+    try:
+        context = [backend.child, a.child, b.child]
+        moving = await browsers(url, 5, context=context)  # through the balancer: at a
+        staying = await browsers(b.public_url, 1, context=context)  # at b all along
+        first = await backend.customer("6281100", "Siti", "before the blip")
+        room = first["room_id"]
+        await moving.wait_all("new_room_complete", room)
+        await staying.wait_all("new_room_complete", room)
+        assert (await moving.emit(0, "room:join", {"room_id": room}))["args"][0]["ok"]
+        await barrier_at(backend, moving, list(range(5)))
+        await barrier_at(backend, staying, [0])
+        sids = {i: (await moving.wait_connects(i, 1))["sid"] for i in range(5)}
+
+        # A network blip: three browsers lose their connection to a; when they come back,
+        # the balancer sends them to b.
+        balancer.target = b
+        mark = len(a.child.items)
+        for browser in (0, 1, 2):
+            await moving.cut(browser)
+        kept: set[str] = set()
+        await a.child.wait_until(
+            lambda: (
+                kept.update(
+                    item["sid"]
+                    for item in a.child.items[mark:]
+                    if item.get("event") == "browser_disconnected" and item.get("recoverable")
+                )
+                or kept >= {sids[0], sids[1], sids[2]}
+            ),
+            lambda: f"sessions kept for {sorted({sids[0], sids[1], sids[2]} - kept)}",
+        )
+        second = await backend.customer("6281200", None, "during the blip")
+        for text in ("still there?", "hello?"):
+            await backend.customer("6281100", "Siti", text)
+        await backend.agent_reply(room, "yes, here")
+        await staying.wait_all("new_room_complete", second["room_id"])
+        await barrier_at(backend, staying, [0])
+        await barrier_at(backend, moving, [3, 4])
+        for browser in (0, 1, 2):
+            await moving.cut(browser, reconnect=True)
+        for browser in (0, 1, 2):
+            line = await moving.wait_connects(browser, 2)
+            assert line["recovered"] is True, (browser, line)
+            assert line["sid"] == sids[browser]
+
+        # A rolling update: a stops while the backend goes on; its last two browsers
+        # reconnect by themselves, through the balancer, to b.
+        stopping = asyncio.create_task(a.child.stop(timeout=30))
+        third = await backend.customer("6281300", "Dewi", "during the update")
+        await backend.customer("6281100", "Siti", "and again")
+        assert await stopping == 0
+        for browser in (3, 4):
+            line = await moving.wait_connects(browser, 2)
+            assert line["recovered"] is True, (browser, line)
+            assert line["sid"] == sids[browser]
+        await staying.wait_all("new_room_complete", third["room_id"])
+        await backend.emit("test:barrier", {"n": "end"})  # after it, nothing is on its way
+        await moving.wait_all("test:barrier", args=[{"n": "end"}])
+        await staying.wait_all("test:barrier", args=[{"n": "end"}])
+
+        dump = [*await moving.dump(), *await staying.dump()]
+        await sidebar_check(backend, dump)  # REST's truth, each id at most once
+        for browser in dump:
+            numbers = offsets_in_order(browser)
+            assert numbers == sorted(set(numbers)), (browser["browser"], numbers)
+        # every browser that moved got exactly what the one at b all along got
+        witness = received(dump[5])
+        for browser in dump[:5]:
+            assert received(browser) == {
+                **witness,
+                "room:new_message": received(browser)["room:new_message"],
+            }, browser["browser"]
+        # and the open room's messages after its join, the one it missed included
+        messages = await backend.messages(room)
+        assert set(received(dump[0])["room:new_message"]) == {
+            message["id"] for message in messages[1:]
+        }
+        metrics = await b.metrics()
+        assert metrics['enricher_recoveries_total{outcome="recovered"}'] == 5
+        assert not b.logs("browser_not_recovered")
+    finally:
+        await balancer.close()
