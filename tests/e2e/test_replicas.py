@@ -30,8 +30,8 @@ async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_up
     }
     a = await make_enricher(backend, **shared)
     b = await make_enricher(backend, **shared)
-    balancer = Balancer(a)
-    url = await balancer.start()
+    balancer = Balancer(a.public_port)
+    url = f"http://127.0.0.1:{await balancer.start()}"
     try:
         context = [backend.child, a.child, b.child]
         moving = await browsers(url, 5, context=context)  # through the balancer: at a
@@ -47,7 +47,7 @@ async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_up
 
         # A network blip: three browsers lose their connection to a; when they come back,
         # the balancer sends them to b.
-        balancer.target = b
+        balancer.port = b.public_port
         mark = len(a.child.items)
         for browser in (0, 1, 2):
             await moving.cut(browser)
@@ -114,3 +114,66 @@ async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_up
         assert not b.logs("browser_not_recovered")
     finally:
         await balancer.close()
+
+
+async def test_without_redis_no_event_is_lost_and_nobody_recovers_across_the_gap(
+    backend: Backend,
+    make_enricher: EnricherFactory,
+    browsers: BrowsersFactory,
+    redis_server: RedisServer,
+) -> None:
+    link = Balancer(redis_server.port)  # enricher reaches Redis through it: a partition
+    redis_port = await link.start()
+    try:
+        proxy = await make_enricher(
+            backend,
+            ENRICHER_RECOVERY__STORE="redis",
+            ENRICHER_RECOVERY__REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            ENRICHER_LOG__LEVEL="debug",
+        )
+        group = await browsers(proxy.public_url, 3, context=[backend.child, proxy.child])
+        first = await backend.customer("6281400", "Rina", "before")
+        await group.wait_all("new_room_complete", first["room_id"])
+        await barrier_at(backend, group, [0, 1, 2])
+        sid = (await group.wait_connects(0, 1))["sid"]
+        mark = len(proxy.child.items)
+        await group.cut(0)
+        await proxy.child.wait_for(
+            lambda item: item.get("event") == "browser_disconnected" and item.get("sid") == sid,
+            f"{sid} gone",
+            start=mark,
+        )
+
+        link.cut()
+        during = await backend.customer("6281500", None, "while Redis is away")
+        await backend.customer("6281400", "Rina", "still there?")
+        await group.wait_all("new_room_complete", during["room_id"], browsers=[1, 2])
+        await proxy.wait_log("recovery_store_unavailable", start=mark)
+        await barrier_at(backend, group, [1, 2])
+        assert (await proxy.metrics())["enricher_recovery_store_up"] == 0
+
+        link.restore()
+        await proxy.wait_log("recovery_store_available", start=mark)
+        after = await backend.customer("6281600", "Budi", "Redis is back")
+        await group.wait_all("new_room_complete", after["room_id"], browsers=[1, 2])
+        await barrier_at(backend, group, [1, 2])
+
+        # the browser away across the gap: its session was kept, its missed events were not
+        await group.cut(0, reconnect=True)
+        line = await group.wait_connects(0, 2)
+        assert line["recovered"] is False and line["sid"] != sid
+        await group.wait_all("enricher:resync", args=[{"reason": "recovery_failed"}], browsers=[0])
+        await barrier_at(backend, group, [0, 1, 2])
+
+        dump = await group.dump()
+        await sidebar_check(backend, dump[1:])  # those that stayed: nothing lost, nothing twice
+        assert received(dump[1]) == received(dump[2])
+        for browser in dump:
+            numbers = offsets_in_order(browser)
+            assert numbers == sorted(set(numbers)), (browser["browser"], numbers)
+        metrics = await proxy.metrics()
+        assert metrics["enricher_recovery_store_up"] == 1
+        assert metrics["enricher_recovery_store_direct_events_total"] >= 4
+        assert metrics['enricher_recoveries_total{outcome="events_dropped"}'] == 1
+    finally:
+        await link.close()
