@@ -86,6 +86,14 @@ class RedisServer:
         # the rest of its log, read so that it never waits on a full pipe
         threading.Thread(target=self._proc.stdout.read, daemon=True).start()
 
+    def require_password(self, password: str) -> None:
+        """From now on clients must present ``password`` (in the URL: ``redis://:pw@...``)."""
+        import redis
+
+        with redis.Redis(port=self.port) as client:
+            client.config_set("requirepass", password)
+        self.url = f"redis://:{password}@127.0.0.1:{self.port}/0"
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.terminate()

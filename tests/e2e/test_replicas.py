@@ -168,13 +168,15 @@ async def test_without_redis_no_event_is_lost_and_nobody_recovers_across_the_gap
     browsers: BrowsersFactory,
     redis_server: RedisServer,
 ) -> None:
+    password = "pa55-of-the-redis"
+    redis_server.require_password(password)
     link = Balancer(redis_server.port)  # enricher reaches Redis through it: a partition
     redis_port = await link.start()
     try:
         proxy = await make_enricher(
             backend,
             ENRICHER_RECOVERY__STORE="redis",
-            ENRICHER_RECOVERY__REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            ENRICHER_RECOVERY__REDIS_URL=f"redis://:{password}@127.0.0.1:{redis_port}/0",
             ENRICHER_LOG__LEVEL="debug",
         )
         group = await browsers(proxy.public_url, 3, context=[backend.child, proxy.child])
@@ -221,6 +223,7 @@ async def test_without_redis_no_event_is_lost_and_nobody_recovers_across_the_gap
         assert metrics["enricher_recovery_store_up"] == 1
         assert metrics["enricher_recovery_store_direct_events_total"] >= 4
         assert metrics['enricher_recoveries_total{outcome="events_dropped"}'] == 1
+        assert not [line for line in proxy.child.text if password in line]  # never logged
         direct = metrics["enricher_recovery_store_direct_events_total"]
         print(
             f"\nreliability: Redis partitioned away: {direct:.0f} broadcasts went to browsers "
