@@ -94,8 +94,22 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         ):
             self.too_large(self.handler.__self__.sid, str(msg.data))
         if not isinstance(msg.data, bytes | str):
-            raise OSError()
+            if self.handler.__self__.upgraded:
+                # None ends python-engineio's read loop as well; an exception would too, but
+                # its traceback holds the handler's frame, whose wait task holds the
+                # exception: a reference cycle keeping this connection (request, buffers)
+                # alive until the next full garbage collection.
+                return None  # type: ignore[return-value]
+            raise OSError()  # during an upgrade python-engineio waits for this
         return msg.data
+
+    async def close(self) -> None:
+        await self._sock.close()
+        exception = self._sock.exception()
+        if exception is not None:
+            # aiohttp keeps the error of a close on a closing transport; its traceback
+            # holds close()'s frame, which holds the response: a reference cycle.
+            exception.__traceback__ = None
 
     async def send(self, message: str | bytes) -> None:
         self.sending += 1
