@@ -117,6 +117,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         async def on_connected() -> None:
             nonlocal connections
             connections += 1
+            if shared is not None:
+                shared.rebase()  # what was appended before, it did not receive
             await downstream.rejoin_rooms()
             if connections > 1:
                 # What the backend emitted meanwhile is lost: frontends may refetch.
@@ -154,9 +156,14 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
 
         def on_store(up: bool) -> None:
             metrics.recovery_store_up.set(int(up))
-            if up and recovery is not None and shared is not None and shared.generation:
-                # offsets of the shared sequence from here on
+            if not up or recovery is None or shared is None or not shared.generation:
+                return
+            if recovery.epoch != shared.generation:
+                # Offsets of the shared sequence from here on; the browsers connected now
+                # got none of its events before this position.
                 recovery.epoch = shared.generation
+                downstream.renumber(shared.position)
+            if recovery.last != shared.position:  # a gap follows, or numbers start anew
                 recovery.restart_at(shared.position)
 
         upstream = Upstream(
@@ -248,9 +255,12 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             downstream.accepting = False  # not ready from now on, new browsers refused
             try:
                 async with asyncio.timeout(settings.shutdown_grace):
-                    await upstream.stop()  # no new events from here
-                    await driver.flush("shutdown")  # held rooms go out, emits drain
-                    await downstream.close()  # browsers reconnect, to another replica
+                    if shared is None:
+                        await upstream.stop()  # no new events from here
+                        await driver.flush("shutdown")  # held rooms go out, emits drain
+                        await downstream.close()  # browsers reconnect, to another replica
+                    else:
+                        await _hand_over(settings, upstream, driver, downstream, shared)
             except TimeoutError:
                 log.warning("shutdown_grace_exceeded", shutdown_grace=settings.shutdown_grace)
             for task in tasks:
@@ -261,6 +271,26 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             await public.cleanup()
             await admin.cleanup()
             log.info("stopped")
+
+
+async def _hand_over(
+    settings: Settings,
+    upstream: Upstream,
+    driver: JoinDriver,
+    downstream: Downstream,
+    shared: SharedLog,
+) -> None:
+    """Shutdown with the replicas' shared sequence: the browsers go first (to another
+    replica, where they recover), and this replica stays in their backend rooms, appending,
+    until they have: a room's messages meanwhile are in the sequence. Held rooms are left
+    to the other replicas, which hold them too; the last one sends them as they are."""
+    await downstream.close()  # sessions kept in Redis
+    await downstream.handed_over(settings.shutdown_grace / 2)
+    await upstream.stop()
+    if await shared.others_alive():
+        await driver.drain()
+    else:
+        await driver.flush("shutdown")
 
 
 async def serve(settings: Settings) -> None:

@@ -9,6 +9,7 @@ its ack relayed back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import re
 import time
@@ -57,6 +58,11 @@ RECOVERY_KEYS = frozenset({"pid", "offset"})
 
 # CONNECT packets one engine.io connection may send before it is refused unchecked.
 MAX_CONNECT_ATTEMPTS = 3
+# After the last session kept at shutdown was given back elsewhere, how long the replica that
+# gave it back is given to join its backend rooms before this one leaves them.
+HANDOVER_MARGIN = 0.5
+# At shutdown, longest wait for a browser's CLOSE packet to be written.
+CLOSE_TIMEOUT = 1.0
 
 # Whether the browser event being handled asked for an ack: python-socketio does not tell
 # handlers, and an ack must not be asked of the backend on behalf of a browser that did not.
@@ -219,7 +225,7 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
                 return NotRecovered("unknown_session")
             older = recovery.older(session, offset)
             entries = [] if older is None else await self.shared.fetch(*older)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("recovery_store_failed", error=repr(exc))
             return NotRecovered("store_unavailable")
         return recovery.restore_session(
@@ -236,7 +242,7 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             return False
         try:
             await self.shared.keep(Session(sid, pid, frozenset(rooms), since, 0.0, holder))
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("recovery_store_failed", error=repr(exc))
             return False
         self.left[pid] = sid
@@ -398,6 +404,9 @@ class RoomMembership:
     def rooms(self) -> list[str]:
         return list(self._members)
 
+    def rooms_of(self, sid: str) -> set[str]:
+        return set(self._rooms_of.get(sid, ()))
+
     def __len__(self) -> int:
         """Entries kept: one per room with browsers, one per browser in a room."""
         return len(self._members) + len(self._rooms_of)
@@ -505,6 +514,7 @@ class Downstream:
         self.sio.rejoin = self._rejoin_rooms
         self.shared = self.sio.shared = shared if recovery is not None else None
         self.sio.left = {}
+        self._gone_once: set[str] = set()  # kept sessions found gone at the last sweep
         self._limited: set[str] = set()
 
     def sizes(self) -> dict[str, int]:
@@ -568,17 +578,19 @@ class Downstream:
                     log.exception("browser_session_release_failed", sid=session.sid)
 
     async def _sweep_shared(self, shared: SharedLog) -> None:
-        """Let go of the rooms of the sessions this replica kept in the shared store that
-        are gone from it: expired, or given back (here or at another replica)."""
+        """Let go of the rooms of the sessions this replica kept in the shared store once
+        they are gone from it (given back, here or at another replica, or expired) at two
+        sweeps in a row: a replica that gave one back has joined its rooms by then."""
         left = self.sio.left
         if not left or not shared.up:
             return
         try:
             kept = await shared.kept(list(left))
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("recovery_store_failed", error=repr(exc))
             return
-        for pid in [pid for pid in left if pid not in kept]:
+        gone = {pid for pid in left if pid not in kept}
+        for pid in gone & self._gone_once:
             sid = left.pop(pid)
             if sid in self.sio.pids:  # given back here: its rooms are its own again
                 continue
@@ -587,12 +599,45 @@ class Downstream:
                 await self._release_rooms(sid)
             except Exception:  # the next sessions still go
                 log.exception("browser_session_release_failed", sid=sid)
+        self._gone_once = gone - self._gone_once
+
+    def renumber(self, position: int) -> None:
+        """The numbers of events start anew at ``position`` (a shared sequence reached or
+        started again): each connected browser has every event before it."""
+        pids = self.sio.pids
+        for sid, (pid, _, holder) in list(pids.items()):
+            pids[sid] = (pid, position, holder)
+
+    async def handed_over(self, timeout: float) -> None:
+        """Until every session this replica kept in the shared store is gone from it (its
+        browser recovered elsewhere), or ``timeout``; then its rooms may be left."""
+        shared = self.shared
+        if shared is None or not self.sio.left:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.sio.left:
+                    try:
+                        kept = await shared.kept(list(self.sio.left))
+                    except (RedisError, OSError, TimeoutError):
+                        return
+                    for pid in [pid for pid in self.sio.left if pid not in kept]:
+                        del self.sio.left[pid]
+                    if self.sio.left:
+                        await asyncio.sleep(0.1)
+                # the replica that gave the last one back sends its room:join right after
+                await asyncio.sleep(HANDOVER_MARGIN)
 
     async def _rejoin_rooms(self, sid: str, session: Session) -> None:
-        """A session given back (kept here, or at another replica): its backend rooms."""
-        for room in session.rooms:
-            if room.startswith("room:") and self.membership.join(sid, room[5:]):
-                await self._backend_room(ROOM_JOIN, room[5:])
+        """A session given back (kept here, or at another replica): exactly its backend
+        rooms (a session kept here earlier may have had others)."""
+        wanted = {room[5:] for room in session.rooms if room.startswith("room:")}
+        for room_id in self.membership.rooms_of(sid) - wanted:
+            if self.membership.leave(sid, room_id):
+                await self._backend_room(ROOM_LEAVE, room_id)
+        for room_id in wanted:
+            if self.membership.join(sid, room_id):
+                await self._backend_room(ROOM_JOIN, room_id)
 
     async def _recovery_outcome(self, sid: str, outcome: str, given_up: Session | None) -> None:
         """A browser that presented its session's pid: ``recovered``, or why not (then
@@ -621,10 +666,28 @@ class Downstream:
         """Refuse new browsers and close every connection at the engine.io level, so that
         socket.io-client reconnects by itself (to another replica)."""
         self.accepting = False
-        if self.sio.eio.sockets:
-            await self.sio.eio.disconnect()
+        sockets = list(self.sio.eio.sockets.values())
+        await asyncio.gather(*(self._close_engine_socket(socket) for socket in sockets))
         if self._own_connections is not None:
             await self._own_connections.close_all()
+
+    async def _close_engine_socket(self, socket: Any) -> None:
+        """Close one browser's connection as python-engineio does (its disconnect handlers,
+        a CLOSE packet, written), without waiting more than :data:`CLOSE_TIMEOUT` for the
+        write: a browser that stopped reading or polling, or whose connection is half
+        closed already, would hold up the shutdown."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await socket.close(reason=self.sio.eio.reason.SERVER_DISCONNECT)
+        except TimeoutError:
+            websocket = self._websockets.get(socket.sid)
+            if websocket is not None and websocket.transport is not None:
+                websocket.transport.abort()
+        if socket.upgraded:
+            # python-engineio's WebSocket writer closes the WebSocket only when its queue
+            # says so; socket.io-client's WebSocket transport ignores the CLOSE packet.
+            socket.queue.put_nowait(None)
+        self.sio.eio.sockets.pop(socket.sid, None)
 
     async def _admit(self, eio_sid: str, auth: Any, attempt: int) -> tuple[Credentials, Admission]:
         """Check a connecting browser's credentials (``attempt``: how many times this

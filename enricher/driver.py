@@ -118,6 +118,10 @@ class JoinDriver:
         self._carry_out(self._join.flush(self._loop.time(), reason))
         await self._emits.join()
 
+    async def drain(self) -> None:
+        """Wait until the emits decided so far are out (held rooms stay held)."""
+        await self._emits.join()
+
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Emit):

@@ -5,16 +5,19 @@ number its broadcasts its own way and a browser's offset would mean nothing to a
 replica. With ``recovery.store: redis`` the replicas share one sequence instead, the way
 socket.io's Redis Streams adapter does: each replica appends what it would broadcast to
 one Redis stream, and delivers to its browsers what it reads back from it, in stream order,
-stamped with the entry's number. An event another replica appended already (the same
-identity: a room's snapshot by its room id, a message by its id, anything else by its
-content and its place among equal ones) is not appended twice: the script answers with
-its number. Sessions of browsers that went away are kept in Redis too, so a browser cut
-from one replica (a network blip, a rolling update) recovers at any other.
+stamped with the entry's number. An event another replica appended already is not
+appended twice: the script answers with its number. Two replicas' copies are one event
+when they have the same identity (a room's snapshot by its room id, a message by its id),
+or else the same content, appended within :data:`CONTENT_WINDOW_MS` of each other: each
+replica's n-th copy claims the oldest entry of that content it has not claimed yet.
+Sessions of browsers that went away are kept in Redis too, so a browser cut from one
+replica (a network blip, a rolling update) recovers at any other.
 
-Redis is not on the way of an event to its browsers when it is down: the replica then
-delivers its own copies directly, unnumbered, and browsers connected meanwhile cannot
-recover; when Redis is back a gap is appended, so that nobody is replayed across it as if
-nothing had been missed.
+Redis is not on the way of an event to its browsers when it is slow or down: past
+:data:`APPEND_TIMEOUT` the replica delivers its own copies directly, unnumbered, and when
+Redis answers again it appends a gap (if anything went out directly), so that nobody is
+replayed across it as if nothing had been missed. A sequence that went back (Redis flushed,
+restored from an older snapshot) is noticed by its generation and started anew.
 """
 
 from __future__ import annotations
@@ -40,29 +43,71 @@ log = structlog.get_logger()
 # One hash tag for every key: a Redis Cluster keeps them in one slot (scripts need that).
 TAG = "{enricher}"
 
-# KEYS: stream, sequence, dedup key. ARGV: dedup ms (0: no dedup), max length, fields...
-# Answers the entry's number.
+# KEYS: stream, sequence, generation, dedup key.
+# ARGV: generation, kind (none, id, content), dedup ms, max length, replica, floor, fields...
+# Answers the entry's number; an error if the sequence is not of that generation (Redis
+# lost it: flushed, or restored from an older snapshot).
 APPEND = """
-if ARGV[1] ~= '0' then
-  local known = redis.call('GET', KEYS[3])
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('GENERATION') end
+local kind, ttl = ARGV[2], tonumber(ARGV[3])
+local now
+if kind == 'id' then
+  local known = redis.call('GET', KEYS[4])
   if known then return tonumber(known) end
+elseif kind == 'content' then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local entries = redis.call('HGETALL', KEYS[4])
+  local oldest, claimed
+  for i = 1, #entries, 2 do
+    local number, value = tonumber(entries[i]), entries[i + 1]
+    local bar = string.find(value, '|', 1, true)
+    local at, who = tonumber(string.sub(value, 1, bar - 1)), string.sub(value, bar + 1)
+    if now - at > ttl then
+      redis.call('HDEL', KEYS[4], entries[i])
+    elseif number > tonumber(ARGV[6])
+        and not string.find(',' .. who .. ',', ',' .. ARGV[5] .. ',', 1, true)
+        and (oldest == nil or number < oldest) then
+      oldest, claimed = number, value
+    end
+  end
+  if oldest then
+    redis.call('HSET', KEYS[4], oldest, claimed .. ',' .. ARGV[5])
+    return oldest
+  end
 end
 local number = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], number .. '-1', unpack(ARGV, 3))
-if ARGV[1] ~= '0' then redis.call('SET', KEYS[3], number, 'PX', ARGV[1]) end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], number .. '-1', unpack(ARGV, 7))
+if kind == 'id' then
+  redis.call('SET', KEYS[4], number, 'PX', ttl)
+elseif kind == 'content' then
+  redis.call('HSET', KEYS[4], number, now .. '|' .. ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
 return number
 """
 
-# KEYS: the session. ARGV: its holder. The session's fields, taken, if it is the holder's.
+# KEYS: the session. ARGV: its holder, the generation. The session's fields, taken, if it
+# is the holder's and of this generation of the sequence.
 TAKE = """
-if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then return false end
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1]
+    or redis.call('HGET', KEYS[1], 'generation') ~= ARGV[2] then
+  return false
+end
 local fields = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
 return fields
 """
 
-# How long equal events (no id) of two replicas count as the same one, in ms.
-CONTENT_WINDOW_MS = 5_000
+# How far apart two replicas' copies of one event without an identity may be appended.
+CONTENT_WINDOW_MS = 2_000
+# Longest wait for Redis on the way of an event; past it, events go to browsers directly.
+APPEND_TIMEOUT = 0.5
+# Longest wait for a session to be kept or taken (a browser's connect waits on it).
+SESSION_TIMEOUT = 1.0
+# How often a replica says it is alive, and after how long without it is taken for gone.
+HEARTBEAT = 2.0
+ALIVE = 6.0
 
 
 def identity(event: str, data: Sequence[Any]) -> str | None:
@@ -73,7 +118,7 @@ def identity(event: str, data: Sequence[Any]) -> str | None:
     if not isinstance(payload, dict):
         return None
     if event in (SNAPSHOT, NEW_ROOM):
-        key = payload.get("room_id")
+        key = payload.get("room_id", payload.get("id"))
     elif event in (NEW_MESSAGE, ROOM_MESSAGE):
         key = payload.get("id")
     else:
@@ -100,7 +145,8 @@ class _Pending:
     rooms: Sequence[str] | None
     skip: Sequence[str]
     attachments: Sequence[bytes]
-    dedup: str | None  # the dedup key; None: appended whatever is there
+    kind: str  # none (appended whatever is there), id, content
+    dedup: str  # the dedup key
 
     def entry(self, number: int) -> Entry:
         return Entry(
@@ -134,7 +180,8 @@ class SharedLog:
     ) -> None:
         # redis-py's own annotations say little of what its commands answer
         self.redis: Any = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
-        self._keys = (f"{TAG}:events", f"{TAG}:sequence")
+        self.replica = secrets.token_hex(4)  # this process, among the replicas
+        self._keys = (f"{TAG}:events", f"{TAG}:sequence", f"{TAG}:generation")
         self._max_events = max_events
         self._identity_ms = max(1, int(identity_ttl * 1000))
         self._session_ms = max(1, int(session_ttl * 1000))
@@ -142,30 +189,50 @@ class SharedLog:
         self._append: Any = self.redis.register_script(APPEND)
         self._take: Any = self.redis.register_script(TAKE)
         self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._occurrences: dict[str, tuple[int, float]] = {}  # content key: count, last
         self.generation: str | None = None  # the sequence's, once Redis was reached
         self.up = False
         self._position = 0  # the last number delivered
+        # Content copies claim only entries after this: not those appended before this
+        # replica could have seen their event (it started, or its backend connection came
+        # back, later).
+        self._floor = 0
         self._unread: dict[int, _Pending] = {}  # appended here, not read back yet
+        self._went_direct = False  # events went to browsers directly since Redis was up
+        self._said_down = False
         self._delivering = asyncio.Lock()
         self._readable = asyncio.Event()
 
     async def start(self) -> int:
-        """Reach Redis: the sequence's generation (created by the first replica), and the
-        number of its last entry (where this replica starts reading)."""
-        generation = secrets.token_hex(4)
-        await self.redis.set(f"{TAG}:generation", generation, nx=True)
-        stored = await self.redis.get(f"{TAG}:generation")
-        self.generation = stored.decode() if stored is not None else generation
-        return int(await self.redis.get(self._keys[1]) or 0)
+        """Reach Redis: the sequence's generation (created by the first replica; created
+        anew if the sequence went back behind this replica), and the number of its last
+        entry (where this replica reads on from)."""
+        async with asyncio.timeout(APPEND_TIMEOUT * 2):
+            generation = secrets.token_hex(4)
+            await self.redis.set(self._keys[2], generation, nx=True)
+            stored = (await self.redis.get(self._keys[2])).decode()
+            last = int(await self.redis.get(self._keys[1]) or 0)
+            if stored == self.generation and last < self._position:
+                # The same generation with fewer entries than were read: Redis came back
+                # from an older snapshot. Numbers would be given twice: start anew.
+                await self.redis.set(self._keys[2], generation)
+                stored = generation
+        self.generation = stored
+        return last
 
     async def run(
         self, deliver: Deliver, direct: Deliver, on_state: Callable[[bool], None]
     ) -> None:
-        """Forever: append, read back, deliver."""
+        """Forever: append, read back, deliver; say this replica is alive."""
         await asyncio.gather(
-            self._write_forever(deliver, direct, on_state), self._read_forever(deliver)
+            self._write_forever(deliver, direct, on_state),
+            self._read_forever(deliver),
+            self._heartbeat_forever(),
         )
+
+    def rebase(self) -> None:
+        """This replica's backend connection (re)started: its next copies of events without
+        an identity are not of those appended before (it did not receive them)."""
+        self._floor = self._position
 
     # -- appending -------------------------------------------------------------------------
 
@@ -181,33 +248,18 @@ class SharedLog:
         """Queue a broadcast for the shared sequence (in the order of the calls).
         ``identity``: what makes it the same event at every replica (None: its content);
         ``unique``: this replica's own (to one of its browsers), never merged."""
-        dedup = None if unique else self._dedup_key(packet, rooms, skip, identity)
-        self._pending.put_nowait(_Pending(packet, rooms, skip, attachments, dedup))
-
-    def _dedup_key(
-        self, packet: str, rooms: Sequence[str] | None, skip: Sequence[str], identity: str | None
-    ) -> str:
-        what = orjson.dumps([identity or packet, rooms, sorted(skip)])
-        digest = hashlib.sha256(what).hexdigest()[:32]
-        if identity is not None:
-            return f"{TAG}:id:{digest}"
-        # Equal content: the n-th within the window at this replica is the n-th at others.
-        now = time.monotonic()
-        count, last = self._occurrences.get(digest, (0, 0.0))
-        count = count + 1 if now - last < CONTENT_WINDOW_MS / 1000 else 1
-        self._occurrences[digest] = (count, now)
-        if len(self._occurrences) > 10_000:
-            cutoff = now - CONTENT_WINDOW_MS / 1000
-            self._occurrences = {
-                key: seen for key, seen in self._occurrences.items() if seen[1] >= cutoff
-            }
-        return f"{TAG}:content:{digest}:{count}"
+        kind = "none" if unique else "id" if identity is not None else "content"
+        what = [identity or packet, rooms, sorted(skip)]
+        if kind == "content":
+            what.append([hashlib.sha256(part).hexdigest() for part in attachments])
+        dedup = f"{TAG}:{kind}:{hashlib.sha256(orjson.dumps(what)).hexdigest()[:32]}"
+        self._pending.put_nowait(_Pending(packet, rooms, skip, attachments, kind, dedup))
 
     async def _write_forever(
         self, deliver: Deliver, direct: Deliver, on_state: Callable[[bool], None]
     ) -> None:
         """Append what is queued, in order, many per round trip. While Redis cannot be
-        reached, broadcasts go to ``direct``; when it is back, a gap is appended first."""
+        reached, broadcasts go to ``direct``."""
         while True:
             if not self.up:
                 await self._reach(direct, on_state)
@@ -215,25 +267,23 @@ class SharedLog:
             while not self._pending.empty() and len(batch) < 512:
                 batch.append(self._pending.get_nowait())
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for item in batch:
-                        await self._queue_append(pipe, item)
-                    numbers = await pipe.execute()
-            except (RedisError, OSError) as exc:
-                log.warning("recovery_store_unavailable", error=repr(exc))
-                self.up = False
-                self._readable.clear()
-                on_state(False)
+                async with asyncio.timeout(APPEND_TIMEOUT):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for item in batch:
+                            await self._queue_append(pipe, item)
+                        numbers = await pipe.execute()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down(exc, on_state)
                 async with self._delivering:
                     # Appended, not read back: delivered as they are, in order; what other
                     # replicas appended meanwhile is skipped (this one has its own copies).
                     for number in sorted(self._unread):
                         if number > self._position:
                             self._position = number
-                            await deliver(self._unread[number].entry(number))
+                            await self._deliver(deliver, self._unread[number].entry(number))
                     self._unread.clear()
                 for item in batch:
-                    await direct(item.entry(0))
+                    await self._direct(direct, item)
                 continue
             for item, number in zip(batch, numbers, strict=True):
                 if number > self._position:
@@ -251,45 +301,81 @@ class SharedLog:
             fields += [f"a{index}", attachment]
         if item.packet is None:
             fields = ["gap", "1"]
-        ttl = 0
-        if item.dedup is not None:
-            ttl = CONTENT_WINDOW_MS if ":content:" in item.dedup else self._identity_ms
+        ttl = CONTENT_WINDOW_MS if item.kind == "content" else self._identity_ms
         await self._append(
-            keys=[*self._keys, item.dedup or f"{TAG}:none"],
-            args=[ttl, self._max_events, *fields],
+            keys=[*self._keys, item.dedup],
+            args=[
+                self.generation,
+                item.kind,
+                ttl,
+                self._max_events,
+                self.replica,
+                self._floor,
+                *fields,
+            ],
             client=pipe,
         )
 
+    async def _direct(self, direct: Deliver, item: _Pending) -> None:
+        self._went_direct = True
+        if item.packet is not None:
+            await direct(item.entry(0))
+
     async def _reach(self, direct: Deliver, on_state: Callable[[bool], None]) -> None:
-        """Until Redis answers, broadcasts go to ``direct``. Then a gap, if events went
-        to browsers directly (kept nowhere), and reading from there on."""
-        said = False
+        """Until Redis answers, broadcasts go to ``direct`` (while it is being asked, too).
+        Then a gap, if events went to browsers directly (they are kept nowhere), and
+        reading on from there."""
         while True:
+            attempt = asyncio.ensure_future(self._connect())
+            while not attempt.done():
+                getter = asyncio.ensure_future(self._pending.get())
+                await asyncio.wait({attempt, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    await self._direct(direct, getter.result())
+                else:
+                    getter.cancel()
             try:
-                position = await self.start()
-                if self._position or said:  # not the first time: a gap
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        await self._queue_append(pipe, _Pending(None, None, (), (), None))
-                        [gap] = await pipe.execute()
-                    position = int(gap) - 1
+                position = attempt.result()
                 break
-            except (RedisError, OSError) as exc:
-                if not said and not self._position:
-                    log.warning("recovery_store_unavailable", error=repr(exc))
-                    on_state(False)
-                said = True
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down(exc, on_state)
             try:
                 async with asyncio.timeout(self._retry):
                     while True:
-                        await direct((await self._pending.get()).entry(0))
+                        await self._direct(direct, await self._pending.get())
             except TimeoutError:
                 pass
-        self._position = position
+        self._position = self._floor = position
         self._unread.clear()
+        self._went_direct = False
         self.up = True
+        self._said_down = False
         self._readable.set()
         log.info("recovery_store_available", generation=self.generation, position=position)
         on_state(True)
+
+    def _down(self, exc: BaseException, on_state: Callable[[bool], None]) -> None:
+        """Redis did not answer: said once, until it answers again."""
+        self.up = False
+        self._readable.clear()
+        if not self._said_down:
+            self._said_down = True
+            log.warning("recovery_store_unavailable", error=repr(exc))
+            on_state(False)
+
+    async def _connect(self) -> int:
+        """Where to read on from, once Redis answers."""
+        generation = self.generation
+        last = await self.start()
+        if generation != self.generation:  # a sequence of its own: numbers start anew
+            return last
+        if not self._went_direct:  # nothing was missed: whatever was appended is read
+            return self._position
+        async with asyncio.timeout(APPEND_TIMEOUT):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._queue_append(pipe, _Pending(None, None, (), (), "none", TAG))
+                [gap] = await pipe.execute()
+        return int(gap) - 1
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -307,12 +393,21 @@ class SharedLog:
             for _, entries in answer or ():
                 async with self._delivering:
                     for entry_id, fields in entries:
+                        if not self.up:  # the writer delivers what it appended itself
+                            break
                         entry = _entry(entry_id, fields)
                         self._unread.pop(entry.number, None)
-                        if entry.number <= self._position or not self.up:
+                        if entry.number <= self._position:
                             continue
                         self._position = entry.number
-                        await deliver(entry)
+                        await self._deliver(deliver, entry)
+
+    @staticmethod
+    async def _deliver(deliver: Deliver, entry: Entry) -> None:
+        try:
+            await deliver(entry)
+        except Exception:  # one entry that cannot be delivered does not stop the others
+            log.exception("recovery_store_deliver_failed", number=entry.number)
 
     @property
     def position(self) -> int:
@@ -321,30 +416,65 @@ class SharedLog:
 
     async def fetch(self, after: int, through: int) -> list[Entry]:
         """The entries numbered ``after + 1`` to ``through`` still in the stream."""
-        entries = await self.redis.xrange(self._keys[0], f"{after + 1}-1", f"{through}-1")
+        async with asyncio.timeout(SESSION_TIMEOUT):
+            entries = await self.redis.xrange(self._keys[0], f"{after + 1}-1", f"{through}-1")
         return [_entry(entry_id, fields) for entry_id, fields in entries]
+
+    # -- replicas --------------------------------------------------------------------------
+
+    async def _heartbeat_forever(self) -> None:
+        key = f"{TAG}:replicas"
+        while True:
+            await self._readable.wait()  # at once when Redis is reached, then every so often
+            if self.up:
+                try:
+                    async with asyncio.timeout(SESSION_TIMEOUT):
+                        now = time.time()
+                        async with self.redis.pipeline(transaction=False) as pipe:
+                            pipe.zadd(key, {self.replica: now})
+                            pipe.zremrangebyscore(key, 0, now - 60)
+                            await pipe.execute()
+                except (RedisError, OSError, TimeoutError):
+                    pass  # the writer notices and says so
+            await asyncio.sleep(HEARTBEAT)
+
+    async def others_alive(self) -> bool:
+        """Whether another replica said it was alive lately (False when Redis cannot say)."""
+        try:
+            async with asyncio.timeout(SESSION_TIMEOUT):
+                alive = await self.redis.zrangebyscore(
+                    f"{TAG}:replicas", time.time() - ALIVE, "+inf"
+                )
+        except (RedisError, OSError, TimeoutError):
+            return False
+        return any(replica.decode() != self.replica for replica in alive)
 
     # -- sessions --------------------------------------------------------------------------
 
     async def keep(self, session: Session) -> None:
         key = f"{TAG}:session:{session.pid}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "sid": session.sid,
-                    "rooms": orjson.dumps(sorted(session.rooms)),
-                    "since": session.since,
-                    "holder": session.holder or "",
-                },
-            )
-            pipe.pexpire(key, self._session_ms)
-            await pipe.execute()
+        async with asyncio.timeout(SESSION_TIMEOUT):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    key,
+                    mapping={
+                        "sid": session.sid,
+                        "rooms": orjson.dumps(sorted(session.rooms)),
+                        "since": session.since,
+                        "holder": session.holder or "",
+                        "generation": self.generation or "",
+                    },
+                )
+                pipe.pexpire(key, self._session_ms)
+                await pipe.execute()
 
     async def take(self, pid: str, holder: str | None, now: float) -> Session | None:
         """The session kept for ``pid`` if it is ``holder``'s, taken (once); None if there
-        is none (never kept, expired, taken, or another holder's)."""
-        fields = await self._take(keys=[f"{TAG}:session:{pid}"], args=[holder or ""])
+        is none (never kept, expired, taken, another holder's, or of numbers gone)."""
+        async with asyncio.timeout(SESSION_TIMEOUT):
+            fields = await self._take(
+                keys=[f"{TAG}:session:{pid}"], args=[holder or "", self.generation or ""]
+            )
         if not fields:
             return None
         found = dict(zip(fields[::2], fields[1::2], strict=True))
@@ -360,13 +490,19 @@ class SharedLog:
     async def kept(self, pids: Iterable[str]) -> set[str]:
         """Which of these sessions are still kept (not taken, not expired)."""
         pids = list(pids)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for pid in pids:
-                pipe.exists(f"{TAG}:session:{pid}")
-            answers = await pipe.execute()
+        async with asyncio.timeout(SESSION_TIMEOUT):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for pid in pids:
+                    pipe.exists(f"{TAG}:session:{pid}")
+                answers = await pipe.execute()
         return {pid for pid, exists in zip(pids, answers, strict=True) if exists}
 
     async def close(self) -> None:
+        try:
+            async with asyncio.timeout(SESSION_TIMEOUT):
+                await self.redis.zrem(f"{TAG}:replicas", self.replica)
+        except (RedisError, OSError, TimeoutError):
+            pass
         await self.redis.aclose()
 
 
@@ -388,8 +524,13 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
 
 
 def stored(entry: Entry, epoch: str) -> Stored:
-    """An entry fetched from the stream, as the recovery buffer keeps it."""
-    packet = None if entry.packet is None else f'{entry.packet[:-1]},"{epoch}.{entry.number}"]'
+    """An entry fetched from the stream, as the recovery buffer keeps it (a packet that
+    cannot take an offset as a gap, as when it was read)."""
+    packet = None if entry.packet is None else entry.packet.rstrip()
+    if packet is not None and packet.endswith("]"):
+        packet = f'{packet[:-1]},"{epoch}.{entry.number}"]'
+    else:
+        packet = None
     return Stored(
         entry.number,
         packet,

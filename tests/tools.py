@@ -1,7 +1,9 @@
 """Command-line tools the tests use that are not Python packages."""
 
+import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -86,6 +88,15 @@ class RedisServer:
         # the rest of its log, read so that it never waits on a full pipe
         threading.Thread(target=self._proc.stdout.read, daemon=True).start()
 
+    def pause(self) -> None:
+        """It stops answering, its connections open (a hung process): SIGSTOP."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def require_password(self, password: str) -> None:
         """From now on clients must present ``password`` (in the URL: ``redis://:pw@...``)."""
         import redis
@@ -108,3 +119,62 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class Balancer:
+    """A TCP load balancer (a Kubernetes Service) in front of ``port`` on 127.0.0.1: each new
+    connection goes to the port it names then; connections already open stay where they
+    are (a browser moves when its connection is lost and it reconnects). :meth:`cut` is a
+    network partition: open connections closed, new ones refused, until :meth:`restore`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._open = True
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def cut(self) -> None:
+        self._open = False
+        for writer in self._writers:
+            writer.transport.abort()
+
+    def restore(self) -> None:
+        self._open = True
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if not self._open:
+                raise ConnectionRefusedError
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:  # partitioned, or the replica is gone: a refused connection
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.close()
+            self._writers.discard(sink)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)

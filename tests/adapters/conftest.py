@@ -31,6 +31,7 @@ class StubBackend:
         self.rest_shape = "flat"
         self.rest_hook: Callable[[str], Any] | None = None
         self.rest_paths: list[tuple[str, str]] = []
+        self.rest_asked: asyncio.Queue[str] = asyncio.Queue()  # each GET /rooms/<id>'s id
         self.rest_headers: list[dict[str, str]] = []
         # Whether a request's headers may read a room (the backend's access rule).
         self.rest_allows: Callable[[dict[str, str]], bool] = lambda headers: True
@@ -82,6 +83,7 @@ class StubBackend:
     async def _room(self, request: web.Request) -> web.Response:
         room_id = request.match_info["room_id"]
         self.rest_paths.append((request.raw_path, room_id))
+        self.rest_asked.put_nowait(room_id)
         self.rest_headers.append(dict(request.headers))
         if not self.rest_allows(dict(request.headers)):
             return web.json_response({"error": "forbidden"}, status=403)

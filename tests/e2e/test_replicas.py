@@ -11,10 +11,9 @@ import time
 
 import pytest
 
-from ..tools import RedisServer
+from ..tools import Balancer, RedisServer
 from .conftest import (
     Backend,
-    Balancer,
     Browsers,
     BrowsersFactory,
     EnricherFactory,
@@ -103,6 +102,10 @@ async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_up
         # reconnect by themselves, through the balancer, to b.
         back_in = time.perf_counter() - started
         gap = len(staying.child.items)
+        # browser 3, still at a, opens the second room: only a is in its backend room
+        joined = await moving.emit(3, "room:join", {"room_id": second["room_id"]})
+        assert joined["args"][0]["ok"]
+        await barrier_at(backend, moving, [3, 4])
         # the backend goes on sending all along: 300 test:seq events 5 ms apart
         load = asyncio.create_task(backend.burst(SEQ, [200], interval_ms=5))
         await staying.child.wait_for(
@@ -111,7 +114,9 @@ async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_up
         stopping = asyncio.create_task(a.child.stop(timeout=30))
         third = await backend.customer("6281300", "Dewi", "during the update")
         await backend.customer("6281100", "Siti", "and again")
+        await backend.customer("6281200", None, "the second room, during the update")
         assert await stopping == 0
+        await backend.customer("6281200", None, "the second room, after")
         await load
         for browser in (3, 4):
             line = await moving.wait_connects(browser, 2)
@@ -146,6 +151,11 @@ async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_up
         # and the open room's messages after its join, the one it missed included
         messages = await backend.messages(room)
         assert set(received(dump[0])["room:new_message"]) == {
+            message["id"] for message in messages[1:]
+        }
+        # and the second room's, opened at a, through the update
+        messages = await backend.messages(second["room_id"])
+        assert set(received(dump[3])["room:new_message"]) == {
             message["id"] for message in messages[1:]
         }
         metrics = await b.metrics()
