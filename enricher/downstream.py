@@ -31,7 +31,7 @@ from .jsonwire import event_packet
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
 from .recovery import NotRecovered, Recovered, Recovery, Session
-from .shared import SharedLog, stored
+from .shared import SharedLog
 from .upstream import BrowserConnections, UpstreamRefused, UpstreamUnavailable, as_socketio_data
 
 log = structlog.get_logger("enricher.downstream")
@@ -61,7 +61,7 @@ MAX_CONNECT_ATTEMPTS = 3
 # After the last session kept at shutdown was given back elsewhere, how long the replica that
 # gave it back is given to join its backend rooms before this one leaves them.
 HANDOVER_MARGIN = 0.5
-# At shutdown, longest wait for a browser's CLOSE packet to be written.
+# Longest wait for the CLOSE packet of a browser enricher disconnects to be written.
 CLOSE_TIMEOUT = 1.0
 
 # Whether the browser event being handled asked for an ack: python-socketio does not tell
@@ -228,9 +228,11 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("recovery_store_failed", error=repr(exc))
             return NotRecovered("store_unavailable")
-        return recovery.restore_session(
-            session, offset, [stored(entry, recovery.epoch) for entry in entries]
-        )
+        older_events = [
+            recovery.stored(entry.number, entry.packet, entry.rooms, entry.skip, entry.attachments)
+            for entry in entries
+        ]
+        return recovery.restore_session(session, offset, older_events)
 
     async def _keep(self, sid: str, pid: str, rooms: Any, since: int, holder: str | None) -> bool:
         """Keep a lost browser's session, for this replica or any; False if it cannot be."""
@@ -675,7 +677,7 @@ class Downstream:
         """Close one browser's connection as python-engineio does (its disconnect handlers,
         a CLOSE packet, written), without waiting more than :data:`CLOSE_TIMEOUT` for the
         write: a browser that stopped reading or polling, or whose connection is half
-        closed already, would hold up the shutdown."""
+        closed already, would hold up the caller (the shutdown, an expiry)."""
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await socket.close(reason=self.sio.eio.reason.SERVER_DISCONNECT)
@@ -750,11 +752,8 @@ class Downstream:
         self._metrics.browsers_dropped.labels("credentials_expired").inc()
         self.sio.manager.unrecoverable.add(sid)  # it must present credentials again
         engine_socket = self.sio.eio.sockets.get(eio_sid)
-        await self.sio.eio.disconnect(eio_sid)
-        if engine_socket is not None and engine_socket.upgraded:
-            # python-engineio's WebSocket writer closes the WebSocket only when its queue
-            # says so; socket.io-client's WebSocket transport ignores the CLOSE packet.
-            engine_socket.queue.put_nowait(None)
+        if engine_socket is not None:
+            await self._close_engine_socket(engine_socket)
 
     async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         self._metrics.browsers.dec()

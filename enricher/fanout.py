@@ -269,16 +269,12 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         """An entry of the shared sequence, read back: kept, stamped with its number, and
         delivered to this replica's browsers it is meant for."""
         assert self.recovery is not None
-        packet = entry.packet
-        if packet is not None and packet.rstrip().endswith("]"):  # an event's arguments
-            packet = self.recovery.record(
-                entry.number, packet.rstrip(), entry.rooms, entry.skip, entry.attachments
-            )
-        else:  # a gap, or a packet that cannot take an offset: nobody recovers across it
-            self.recovery.record(entry.number, None)
-            if packet is None:
-                return
-        await self.deliver_direct(Entry(0, packet, entry.rooms, entry.skip, entry.attachments))
+        stamped = self.recovery.record(
+            entry.number, entry.packet, entry.rooms, entry.skip, entry.attachments
+        )
+        if entry.packet is not None:  # a packet that cannot take an offset goes as it is
+            packet = stamped or entry.packet
+            await self.deliver_direct(Entry(0, packet, entry.rooms, entry.skip, entry.attachments))
 
     async def deliver_direct(self, entry: Entry) -> None:
         """A broadcast delivered as it is (unnumbered: the shared sequence is away)."""

@@ -114,7 +114,11 @@ class Recovery:
         last argument; stored for browsers that may come back. ``rooms``: the rooms it
         goes to (``None``: everyone); ``skip``: sids it does not go to; ``attachments``:
         a binary event's (``5N-[...]``), kept to be sent again after it."""
-        return self.record(self._last + 1, packet, rooms, skip, attachments)
+        if not packet.endswith("]"):
+            raise ValueError("not an event packet")
+        stamped = self.record(self._last + 1, packet, rooms, skip, attachments)
+        assert stamped is not None
+        return stamped
 
     def record(
         self,
@@ -123,31 +127,47 @@ class Recovery:
         rooms: Iterable[str] | None = None,
         skip: Iterable[str] = (),
         attachments: Iterable[bytes] = (),
-    ) -> str:
+    ) -> str | None:
         """Like :meth:`stamp`, with the event's number given (events numbered elsewhere,
-        in a shared sequence); ``packet`` None records a gap. A number that does not
-        follow the last one starts the buffer again: what lies between is not here."""
-        if packet is not None and not packet.endswith("]"):
-            raise ValueError("not an event packet")
+        in a shared sequence): the packet with its offset, or None when it is kept as a
+        gap (``packet`` None, or not an event's arguments). A number that does not follow
+        the last one starts the buffer again: what lies between is not here."""
         if number <= self._last:
             raise ValueError(f"event {number} is not after {self._last}")
         if number != self._last + 1:
             self.restart_at(number - 1)
         self._last = number
-        stamped = None if packet is None else f'{packet[:-1]},"{self.epoch}.{number}"]'
         now = self._clock()
-        self._events.append(
-            Stored(
-                number,
-                stamped,
-                None if rooms is None else frozenset(rooms),
-                frozenset(skip),
-                now,
-                tuple(attachments),
-            )
-        )
+        stored = self.stored(number, packet, rooms, skip, attachments, now)
+        self._events.append(stored)
         self._trim(now)
-        return stamped or ""
+        return stored.packet
+
+    def stored(
+        self,
+        number: int,
+        packet: str | None,
+        rooms: Iterable[str] | None = None,
+        skip: Iterable[str] = (),
+        attachments: Iterable[bytes] = (),
+        at: float = 0.0,
+    ) -> Stored:
+        """Event ``number`` as this buffer keeps it, stamped with its offset; a gap when
+        ``packet`` is None or cannot take an offset (not an event's arguments)."""
+        packet = None if packet is None else packet.rstrip()
+        stamped = (
+            f'{packet[:-1]},"{self.epoch}.{number}"]'
+            if packet is not None and packet.endswith("]")
+            else None
+        )
+        return Stored(
+            number,
+            stamped,
+            None if rooms is None else frozenset(rooms),
+            frozenset(skip),
+            at,
+            tuple(attachments),
+        )
 
     def restart_at(self, number: int) -> None:
         """The next event is ``number + 1``; the events up to ``number`` are not kept here

@@ -36,7 +36,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from .join import NEW_MESSAGE, NEW_ROOM, ROOM_MESSAGE, SNAPSHOT
-from .recovery import Session, Stored
+from .recovery import Session
 
 log = structlog.get_logger()
 
@@ -520,22 +520,4 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
         None if rooms is None else tuple(orjson.loads(rooms)),
         () if skip is None else tuple(orjson.loads(skip)),
         tuple(attachments),
-    )
-
-
-def stored(entry: Entry, epoch: str) -> Stored:
-    """An entry fetched from the stream, as the recovery buffer keeps it (a packet that
-    cannot take an offset as a gap, as when it was read)."""
-    packet = None if entry.packet is None else entry.packet.rstrip()
-    if packet is not None and packet.endswith("]"):
-        packet = f'{packet[:-1]},"{epoch}.{entry.number}"]'
-    else:
-        packet = None
-    return Stored(
-        entry.number,
-        packet,
-        None if entry.rooms is None else frozenset(entry.rooms),
-        frozenset(entry.skip),
-        0.0,
-        entry.attachments,
     )
