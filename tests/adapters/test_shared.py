@@ -6,6 +6,7 @@ import asyncio
 
 import redis
 
+from enricher.app import Running
 from enricher.recovery import Session
 from enricher.shared import Deliver, Entry, SharedLog
 
@@ -15,6 +16,21 @@ from .test_access import proxy_for
 from .test_recovery import connect
 
 TIMEOUT = 10.0
+
+
+def session_kept(proxy: Running) -> asyncio.Event:
+    """Set once ``proxy`` has kept a lost browser's session in Redis."""
+    shared = proxy.downstream.shared
+    assert shared is not None
+    kept = asyncio.Event()
+    keep = shared.keep
+
+    async def keeping(session: Session) -> None:
+        await keep(session)
+        kept.set()
+
+    shared.keep = keeping  # type: ignore[method-assign]
+    return kept
 
 
 class Replica:
@@ -286,15 +302,7 @@ async def test_a_browser_cut_from_one_replica_recovers_at_the_other(
             "room:new_message",
         ]
         seen, sid = browser.offsets[-1], browser.sio.get_sid()
-        assert a.downstream.shared is not None
-        kept = asyncio.Event()
-        keep = a.downstream.shared.keep
-
-        async def keeping(session: Session) -> None:
-            await keep(session)
-            kept.set()
-
-        a.downstream.shared.keep = keeping  # type: ignore[method-assign]
+        kept = session_kept(a)
         pid = a.downstream.sio.pids[sid][0]
         await browser.sio.eio.disconnect(abort=True)  # a network loss
         await asyncio.wait_for(kept.wait(), TIMEOUT)
@@ -350,15 +358,7 @@ async def test_a_replica_stopping_stays_in_its_rooms_until_its_browsers_recovere
         assert names == {"room:new_message", "new_message"}
         seen, sid = browser.offsets[-1], browser.sio.get_sid()
         pid = a.downstream.sio.pids[sid][0]
-        assert a.downstream.shared is not None
-        kept = asyncio.Event()
-        keep = a.downstream.shared.keep
-
-        async def keeping(session: Session) -> None:
-            await keep(session)
-            kept.set()
-
-        a.downstream.shared.keep = keeping  # type: ignore[method-assign]
+        kept = session_kept(a)
         shutdown = asyncio.create_task(stopping.__aexit__(None, None, None))  # SIGTERM
         await asyncio.wait_for(kept.wait(), TIMEOUT)  # its browsers sent away first
         first = await backend.message("r0", "during the update")

@@ -15,6 +15,7 @@ from .conftest import (
     Backend,
     Browsers,
     BrowsersFactory,
+    Enricher,
     EnricherFactory,
     Json,
     sidebar_check,
@@ -30,6 +31,23 @@ async def barrier_at(backend: Backend, group: Browsers, browsers: list[int]) -> 
     n = next(_marks)
     await backend.emit("test:barrier", {"n": n})
     await group.wait_all("test:barrier", args=[{"n": n}], browsers=browsers)
+
+
+async def sessions_kept(proxy: Enricher, mark: int, sids: set[str]) -> None:
+    """Until ``proxy`` kept the session of each of ``sids`` (it saw their connection lost),
+    by its log lines after ``mark``."""
+    kept: set[str] = set()
+    await proxy.child.wait_until(
+        lambda: (
+            kept.update(
+                item["sid"]
+                for item in proxy.child.items[mark:]
+                if item.get("event") == "browser_disconnected" and item.get("recoverable")
+            )
+            or kept >= sids
+        ),
+        lambda: f"sessions kept for {sorted(sids - kept)}",
+    )
 
 
 def offsets_in_order(browser: Json) -> list[int]:
@@ -74,19 +92,7 @@ async def test_browsers_cut_off_get_every_event_they_missed_once_in_order(
         for browser in gone:
             sids[group, browser] = (await group.wait_connects(browser, 1))["sid"]
             await group.cut(browser)
-    # each one's session kept (the server saw its connection lost)
-    kept: set[str] = set()
-    await proxy.child.wait_until(
-        lambda: (
-            kept.update(
-                item["sid"]
-                for item in proxy.child.items[mark:]
-                if item.get("event") == "browser_disconnected" and item.get("recoverable")
-            )
-            or kept >= set(sids.values())
-        ),
-        lambda: f"sessions kept for {sorted(set(sids.values()) - kept)}",
-    )
+    await sessions_kept(proxy, mark, set(sids.values()))
 
     gap = len(upgraded.child.items)
     # meanwhile: a new customer (a new room), messages in the open room, an agent's reply

@@ -19,7 +19,7 @@ from .conftest import (
     EnricherFactory,
     sidebar_check,
 )
-from .test_recovery import barrier_at, offsets_in_order, received
+from .test_recovery import barrier_at, offsets_in_order, received, sessions_kept
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
 
@@ -69,18 +69,7 @@ async def test_browsers_recover_at_another_replica_after_a_blip_and_a_rolling_up
         mark = len(a.child.items)
         for browser in (0, 1, 2):
             await moving.cut(browser)
-        kept: set[str] = set()
-        await a.child.wait_until(
-            lambda: (
-                kept.update(
-                    item["sid"]
-                    for item in a.child.items[mark:]
-                    if item.get("event") == "browser_disconnected" and item.get("recoverable")
-                )
-                or kept >= {sids[0], sids[1], sids[2]}
-            ),
-            lambda: f"sessions kept for {sorted({sids[0], sids[1], sids[2]} - kept)}",
-        )
+        await sessions_kept(a, mark, {sids[0], sids[1], sids[2]})
         gap = len(staying.child.items)
         second = await backend.customer("6281200", None, "during the blip")
         for text in ("still there?", "hello?"):
