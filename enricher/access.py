@@ -70,6 +70,14 @@ class Credentials:
             token = query.get("token") or None
         return cls(headers=headers, token=token, auth=auth, query=query)
 
+    @classmethod
+    def from_http(cls, headers: Mapping[str, str], query_string: str) -> Credentials:
+        """What a browser's HTTP request presents: the same as a handshake without ``auth``."""
+        environ = {
+            key: headers[name] for name, key in _CREDENTIAL_HEADERS.items() if name in headers
+        }
+        return cls.from_handshake({**environ, "QUERY_STRING": query_string}, None)
+
     def forwarded(self) -> dict[str, str]:
         """The headers that carry these credentials to the backend: the browser's cookie
         and ``Authorization``, or its ``auth.token`` as a Bearer token."""

@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from .access import RoomAccess, make_gate
+from .access import Gate, RoomAccess, make_gate
 from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings, split_address
 from .downstream import RESYNC, Downstream
@@ -23,6 +23,7 @@ from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
+from .passthrough import Passthrough, Rules, target_url
 from .recovery import Recovery
 from .shared import Entry, SharedLog
 from .tls import client_context
@@ -97,6 +98,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             connector=aiohttp.TCPConnector(ssl=tls, limit=ACCESS_CHECKS_AT_ONCE),
             cookie_jar=aiohttp.DummyCookieJar(),
         ) as access_session,
+        # Browsers' own requests to the backend (http pass-through): their answers pass
+        # as they came (compressed ones too), and nothing of one browser's is kept.
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, limit=settings.http.max_connections),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+        ) as http_session,
     ):
         fetcher = RoomFetcher(
             session,
@@ -174,6 +182,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             on_undecodable=lambda packet: driver.undecodable(packet),
             tls=tls,
         )
+        gate = make_gate(settings.auth, access_session)
         downstream = Downstream(
             upstream,
             metrics,
@@ -186,7 +195,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             max_queued_events=settings.websocket.max_queued_events,
             client_event_rate=settings.client_event_rate,
             client_event_burst=settings.client_event_burst,
-            gate=make_gate(settings.auth, access_session),
+            gate=gate,
             room_access=RoomAccess(
                 access_session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
             )
@@ -204,6 +213,10 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             recovery=recovery,
             shared=shared,
         )
+        if settings.http.enabled:
+            passthrough = _passthrough(settings, http_session, gate, metrics)
+            metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
+            downstream.app.router.add_route("*", "/{path:.*}", passthrough.handle)
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         metrics.watch_sizes(lambda: {**join.sizes(), **downstream.sizes()})
         public, public_port = await _site(downstream.app, settings.listen)
@@ -225,6 +238,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             admin=settings.admin_listen,
             admin_port=admin_port,
             upstream=settings.upstream.url,
+            http_passthrough=settings.http_url if settings.http.enabled else None,
             new_room_mode=settings.new_room_mode.value,
             auth_mode=settings.auth.mode,
         )
@@ -271,6 +285,33 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             await public.cleanup()
             await admin.cleanup()
             log.info("stopped")
+
+
+def _passthrough(
+    settings: Settings, session: aiohttp.ClientSession, gate: Gate, metrics: Metrics
+) -> Passthrough:
+    http = settings.http
+    rules = Rules(
+        target=target_url(settings.http_url),
+        paths=tuple(http.paths),
+        excluded=tuple(
+            sorted(
+                {
+                    "/" + p.strip("/")
+                    for p in (settings.socketio_path, settings.upstream.socketio_path)
+                }
+            )
+        ),
+        trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in http.trusted_proxies),
+    )
+    return Passthrough(
+        session,
+        rules,
+        metrics,
+        connect_timeout=http.connect_timeout,
+        read_timeout=http.read_timeout,
+        gate=gate if http.auth == "edge" else None,
+    )
 
 
 async def _hand_over(

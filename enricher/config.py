@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -114,6 +115,28 @@ class WebSocketSettings(_Section):
     compression: bool = False
     direct_broadcast: bool = True
     max_queued_events: Annotated[int, Field(ge=1)] = 1000
+
+
+def _network(value: str) -> str:
+    ipaddress.ip_network(value, strict=False)  # ValueError names the bad value
+    return value
+
+
+def _path_prefix(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"a path prefix starts with /, got {value!r}")
+    return value
+
+
+class HttpSettings(_Section):
+    enabled: bool = True
+    url: Url | None = None
+    paths: list[Annotated[str, AfterValidator(_path_prefix)]] = ["/"]
+    auth: Literal["backend", "edge"] = "backend"
+    connect_timeout: Seconds = 5.0
+    read_timeout: Seconds = 60.0
+    max_connections: Annotated[int, Field(ge=1)] = 256
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = []
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -237,6 +260,7 @@ class Settings(BaseSettings):
     ping_interval: Seconds = 25.0
     ping_timeout: Seconds = 20.0
     websocket: WebSocketSettings = WebSocketSettings()
+    http: HttpSettings = HttpSettings()
     recovery: RecoverySettings = RecoverySettings()
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()
@@ -261,6 +285,12 @@ class Settings(BaseSettings):
         return self.rest.url or self.upstream.url.replace("ws://", "http://", 1).replace(
             "wss://", "https://", 1
         )
+
+    @property
+    def http_url(self) -> str:
+        """Where the pass-through sends browsers' HTTP requests: ``http.url``, else the
+        backend's Socket.IO address (the one base URL a frontend had)."""
+        return self.http.url or self.upstream.url
 
     def join_limits(self) -> JoinLimits:
         return JoinLimits(

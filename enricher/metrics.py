@@ -47,6 +47,9 @@ SNAPSHOT_REASONS = frozenset(
 )
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def event_label(event: str) -> str:
     """An event name fit for a label: the product's own events by name, the rest as ``other``."""
     return event if event in KNOWN_EVENTS else "other"
@@ -244,6 +247,40 @@ class Metrics:
             "could not be reached: kept nowhere, browsers away meanwhile get enricher:resync.",
             registry=registry,
         )
+        self.http_requests = Counter(
+            "enricher_http_requests",
+            "HTTP requests on the public address other than Socket.IO (relayed to the "
+            "backend, or answered by enricher: 401, 404, 502, 504), by method and status class.",
+            ["method", "status_class"],
+            registry=registry,
+        )
+        self.http_seconds = Histogram(
+            "enricher_http_request_duration_seconds",
+            "Time from a relayed request's arrival to the backend's answer headers (or to "
+            "the 502/504 that replaced them); a long download's body is not in it.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.http_bytes = Counter(
+            "enricher_http_body_bytes",
+            "Body bytes relayed: 'in' from browsers to the backend, 'out' back to browsers.",
+            ["direction"],
+            registry=registry,
+        )
+        self.http_upstream_errors = Counter(
+            "enricher_http_upstream_errors",
+            "Relayed requests the backend failed, by reason: 'unreachable' (502), 'timeout' "
+            "(504: no answer within http.connect_timeout / http.read_timeout), 'error' "
+            "(502: a broken answer), 'broken' (the answer stopped after it had begun: the "
+            "browser's connection is cut).",
+            ["reason"],
+            registry=registry,
+        )
+        self.http_in_flight = Gauge(
+            "enricher_http_requests_in_flight",
+            "Relayed HTTP requests under way (streaming downloads and uploads included).",
+            registry=registry,
+        )
         self._direct = self.deliveries.labels("direct")
         self._queued = self.deliveries.labels("queued")
 
@@ -275,3 +312,16 @@ class Metrics:
 
     def payload_rejected(self, event: str, reason: str) -> None:
         self.rejected.labels(event_label(event), reason).inc()
+
+    def http_answered(self, method: str, status: int, seconds: float | None) -> None:
+        """A request on the public address answered (``seconds`` None: by enricher itself,
+        without asking the backend)."""
+        self.http_requests.labels(_bounded(method, HTTP_METHODS), f"{status // 100}xx").inc()
+        if seconds is not None:
+            self.http_seconds.observe(seconds)
+
+    def http_body(self, direction: str, size: int) -> None:
+        self.http_bytes.labels(direction).inc(size)
+
+    def http_upstream_error(self, reason: str) -> None:
+        self.http_upstream_errors.labels(reason).inc()

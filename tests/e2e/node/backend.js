@@ -14,6 +14,15 @@
 //                with {"open": false} closes the gate again);
 //   LOAD={"interval_ms":50,"new_room_every":4}  a steady load from start: every interval a
 //                message, every new_room_every-th one from a new customer (new_room first).
+//   CORS_ORIGIN=http://origin  REST answers allow that origin, with credentials (and
+//                preflights are answered), as a backend serving a frontend elsewhere does.
+// Plain REST routes for the HTTP pass-through tests (what a frontend calls besides
+// /rooms and /messages): GET|HEAD /files/download?bytes=N[&chunked=1] (deterministic
+// bytes, streamed with backpressure), POST /uploads (sha256 and size of the body, the parts
+// of a multipart one), GET /slow?ms=N, GET /fail (500), GET /redirect?to=relative|absolute,
+// GET /cookies/set (two Set-Cookie), GET /me (401 without a session cookie or a Bearer
+// token), GET /gzip (a gzip-encoded JSON body), GET /broken (cut after half its
+// Content-Length), any method on /echo (what arrived: method, URL, raw headers).
 // Every broadcast of new_room / new_message / control emits is numbered (`seq`) and logged
 // as {"event":"emitted","seq","name","id","room_id","sockets"}; once its bytes are written to
 // a connected socket (engine.io's send callback, after a noop packet that follows it), the
@@ -25,6 +34,7 @@ const fs = require('fs');
 const http = require('http');
 const https = require('https');
 const crypto = require('crypto');
+const zlib = require('zlib');
 const { URL } = require('url');
 const { Server } = require('socket.io');
 
@@ -411,11 +421,132 @@ function charSum(text) {
   return sum;
 }
 
+// ---------------------------------------------------------------- plain REST routes
+
+const PATTERN_PERIOD = 251; // byte i of every download is (i * 31 + 7) % 251
+const PATTERN = Buffer.alloc(64 * 1024 + PATTERN_PERIOD);
+for (let i = 0; i < PATTERN.length; i++) PATTERN[i] = (i * 31 + 7) % PATTERN_PERIOD;
+
+async function download(req, res, url) {
+  const total = Number(url.searchParams.get('bytes')) || 0;
+  const headers = { 'content-type': 'application/octet-stream', 'x-total-bytes': String(total) };
+  if (url.searchParams.get('chunked') !== '1') headers['content-length'] = String(total);
+  res.writeHead(200, headers);
+  if (req.method === 'HEAD') return res.end();
+  for (let sent = 0; sent < total && !res.destroyed; ) {
+    const size = Math.min(64 * 1024, total - sent);
+    const start = sent % PATTERN_PERIOD;
+    sent += size;
+    if (!res.write(PATTERN.subarray(start, start + size))) {
+      await new Promise((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
+    }
+  }
+  res.end();
+}
+
+async function upload(req, res) {
+  const hash = crypto.createHash('sha256');
+  const kept = [];
+  let size = 0;
+  for await (const chunk of req) {
+    hash.update(chunk);
+    size += chunk.length;
+    if (size <= 8 * 1024 * 1024) kept.push(chunk); // parts are listed for small bodies only
+  }
+  const type = req.headers['content-type'] || null;
+  const answer = { bytes: size, sha256: hash.digest('hex'), content_type: type, parts: null };
+  if (type && type.startsWith('multipart/form-data') && size <= 8 * 1024 * 1024) {
+    const form = await new Response(Buffer.concat(kept), { headers: { 'content-type': type } }).formData();
+    answer.parts = [];
+    for (const [name, value] of form.entries()) {
+      if (typeof value === 'string') answer.parts.push({ name, value });
+      else {
+        const bytes = Buffer.from(await value.arrayBuffer());
+        answer.parts.push({ name, filename: value.name, type: value.type, bytes: bytes.length, sha256: crypto.createHash('sha256').update(bytes).digest('hex') });
+      }
+    }
+  }
+  return send(res, 201, answer);
+}
+
+function withCors(req, res) {
+  const origin = process.env.CORS_ORIGIN;
+  if (!origin || req.headers.origin !== origin) return false;
+  res.setHeader('access-control-allow-origin', origin);
+  res.setHeader('access-control-allow-credentials', 'true');
+  res.setHeader('vary', 'Origin');
+  if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
+    res.writeHead(204, {
+      'access-control-allow-methods': 'GET, POST, PUT, PATCH, DELETE',
+      'access-control-allow-headers': req.headers['access-control-request-headers'] || '',
+      'access-control-max-age': '600',
+    });
+    res.end();
+    return true;
+  }
+  return false;
+}
+
+async function plainRest(req, res, url) {
+  const path = url.pathname;
+  const method = req.method;
+  if ((method === 'GET' || method === 'HEAD') && path === '/files/download') { await download(req, res, url); return true; }
+  if (method === 'POST' && path === '/uploads') { await upload(req, res); return true; }
+  if (method === 'GET' && path === '/slow') {
+    const ms = Number(url.searchParams.get('ms')) || 0;
+    await sleep(ms);
+    send(res, 200, { slept_ms: ms });
+    return true;
+  }
+  if (method === 'GET' && path === '/fail') { send(res, 500, { error: 'internal server error' }); return true; }
+  if (method === 'GET' && path === '/redirect') {
+    const base = url.searchParams.get('to') === 'absolute' ? `http://${req.headers.host}` : '';
+    res.writeHead(302, { location: `${base}/rooms?from=redirect`, 'content-length': '0' });
+    res.end();
+    return true;
+  }
+  if (method === 'GET' && path === '/cookies/set') {
+    res.setHeader('set-cookie', ['session=s3cr3t; Path=/; HttpOnly; SameSite=Lax', 'theme=dark; Path=/']);
+    send(res, 200, { ok: true });
+    return true;
+  }
+  if (method === 'GET' && path === '/me') {
+    const cookie = /(?:^|;\s*)session=([^;]+)/.exec(req.headers.cookie || '');
+    const bearer = /^Bearer (.+)$/.exec(req.headers.authorization || '');
+    if (!cookie && !bearer) { send(res, 401, { error: 'not signed in' }); return true; }
+    send(res, 200, { session: cookie ? cookie[1] : null, token: bearer ? bearer[1] : null });
+    return true;
+  }
+  if (method === 'GET' && path === '/gzip') {
+    const body = zlib.gzipSync(JSON.stringify({ compressed: true, filler: 'abc'.repeat(1000) }));
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(body.length) });
+    res.end(body);
+    return true;
+  }
+  if (method === 'GET' && path === '/broken') {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(1024 * 1024) });
+    res.write(PATTERN.subarray(0, 64 * 1024), () => res.destroy());
+    return true;
+  }
+  if (path === '/echo') {
+    const body = [];
+    for await (const chunk of req) body.push(chunk);
+    send(res, 200, {
+      method, url: req.url, http_version: req.httpVersion, headers: req.rawHeaders,
+      body_bytes: Buffer.concat(body).length,
+    });
+    return true;
+  }
+  return false;
+}
+
 async function handle(req, res) {
   const url = new URL(req.url, 'http://stub');
   const path = url.pathname;
   const method = req.method;
 
+  if (withCors(req, res)) return;
+  if (await plainRest(req, res, url)) return;
   let m;
   if (method === 'GET' && (m = path.match(/^\/rooms\/([^/]+)$/))) {
     const roomId = decodeURIComponent(m[1]);
