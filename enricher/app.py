@@ -311,6 +311,7 @@ def _passthrough(
         connect_timeout=http.connect_timeout,
         read_timeout=http.read_timeout,
         gate=gate if http.auth == "edge" else None,
+        cors_origins=settings.cors_origins,
     )
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -190,6 +190,7 @@ class Passthrough:
         connect_timeout: float,
         read_timeout: float,
         gate: Gate | None = None,
+        cors_origins: Collection[str] | Literal["*"] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
@@ -199,6 +200,7 @@ class Passthrough:
             total=None, connect=connect_timeout, sock_read=read_timeout
         )
         self._gate = gate  # None: the backend checks its requests' credentials itself
+        self._cors_origins = cors_origins  # for enricher's own answers, as for Socket.IO
         self._clock = clock
         self.in_flight = 0
 
@@ -214,14 +216,14 @@ class Passthrough:
     async def _relay(self, request: web.Request, started: float) -> web.StreamResponse:
         method = request.method
         if _dot_segments(request.raw_path.partition("?")[0]):
-            return self._answer_here(method, _problem(400, "bad_path", "dot segments in path"))
+            return self._answer_here(request, _problem(400, "bad_path", "dot segments in path"))
         if not self._rules.relayed(request.path):
             return self._answer_here(
-                method, _problem(404, "not_relayed", "this path is not relayed to the backend")
+                request, _problem(404, "not_relayed", "this path is not relayed to the backend")
             )
         refusal = await self._refusal(request)
         if refusal is not None:
-            return self._answer_here(method, refusal)
+            return self._answer_here(request, refusal)
 
         trusted = self._rules.trusts(request.remote)
         headers = request_headers(
@@ -249,14 +251,16 @@ class Passthrough:
         except aiohttp.ServerTimeoutError as exc:  # connect or first byte: before any answer
             log.warning("http_backend_timeout", path=request.path, error=str(exc))
             return self._failed(
-                method, started, 504, "timeout", "the backend did not answer in time"
+                request, started, 504, "timeout", "the backend did not answer in time"
             )
         except aiohttp.ClientConnectorError as exc:
             log.warning("http_backend_unreachable", url=str(target), error=str(exc))
-            return self._failed(method, started, 502, "unreachable", "the backend is not reachable")
+            return self._failed(
+                request, started, 502, "unreachable", "the backend is not reachable"
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("http_backend_failed", path=request.path, error=repr(exc))
-            return self._failed(method, started, 502, "error", "the backend's answer was broken")
+            return self._failed(request, started, 502, "error", "the backend's answer was broken")
 
     async def _refusal(self, request: web.Request) -> web.Response | None:
         """Edge authentication (``http.auth: edge``): the same gate as the browsers' sockets.
@@ -305,16 +309,25 @@ class Passthrough:
                 request.transport.abort()
         return response
 
-    def _answer_here(self, method: str, response: web.Response) -> web.Response:
-        self._observe.http_answered(method, response.status, None)
+    def _answer_here(
+        self, request: web.Request, response: web.Response, started: float | None = None
+    ) -> web.Response:
+        """An answer of enricher's own; a page on an allowed origin may read it (else the
+        frontend would see a network failure instead of a 401 or a 502)."""
+        seconds = None if started is None else self._clock() - started
+        self._observe.http_answered(request.method, response.status, seconds)
+        origin = request.headers.get("Origin")
+        if origin and (self._cors_origins == "*" or origin in self._cors_origins):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Vary"] = "Origin"
         return response
 
     def _failed(
-        self, method: str, started: float, status: int, reason: str, detail: str
+        self, request: web.Request, started: float, status: int, reason: str, detail: str
     ) -> web.Response:
         self._observe.http_upstream_error(reason)
-        self._observe.http_answered(method, status, self._clock() - started)
-        return _problem(status, f"backend_{reason}", detail)
+        return self._answer_here(request, _problem(status, f"backend_{reason}", detail), started)
 
 
 def target_url(value: str) -> URL:

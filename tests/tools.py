@@ -21,6 +21,26 @@ def promtool() -> str:
     return path
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests run as root here
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def chromium() -> str:
+    """Debian's Chromium, for playwright: required in CI, else the test is skipped without it."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    return str(CHROMIUM)
+
+
 def certificates(where: Path) -> Path:
     """Make, in ``where``, a private CA (``ca.pem``) and a certificate it signed for
     127.0.0.1 (``server.pem``, ``server.key``), with the openssl command."""

@@ -8,7 +8,6 @@ chaos on; after some simulated customers, the inbox through enricher must agree 
 from __future__ import annotations
 
 import json
-import os
 import select
 import signal
 import socket
@@ -23,27 +22,11 @@ import aiohttp
 import pytest
 from playwright.async_api import Page, async_playwright
 
+from ..tools import CHROMIUM_ARGS, chromium
+
 ROOT = Path(__file__).parents[2]
 SCREENSHOT = ROOT / "build" / "demo.png"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests run as root here
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 PLACEHOLDERS = {"Unknown", "Personal"}
-
-
-def chromium() -> str:
-    """Debian's Chromium: required in CI, else the test is skipped without it."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    return str(CHROMIUM)
 
 
 class Demo:

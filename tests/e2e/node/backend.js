@@ -22,7 +22,8 @@
 // of a multipart one), GET /slow?ms=N, GET /fail (500), GET /redirect?to=relative|absolute,
 // GET /cookies/set (two Set-Cookie), GET /me (401 without a session cookie or a Bearer
 // token), GET /gzip (a gzip-encoded JSON body), GET /broken (cut after half its
-// Content-Length), any method on /echo (what arrived: method, URL, raw headers).
+// Content-Length), any method on /echo (what arrived: method, URL, raw headers), GET /app/
+// (the seed's Solusi 3 inbox page, solusi3.html).
 // Every broadcast of new_room / new_message / control emits is numbered (`seq`) and logged
 // as {"event":"emitted","seq","name","id","room_id","sockets"}; once its bytes are written to
 // a connected socket (engine.io's send callback, after a noop packet that follows it), the
@@ -526,6 +527,12 @@ async function plainRest(req, res, url) {
   if (method === 'GET' && path === '/broken') {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(1024 * 1024) });
     res.write(PATTERN.subarray(0, 64 * 1024), () => res.destroy());
+    return true;
+  }
+  if (method === 'GET' && (path === '/app' || path === '/app/')) {
+    const page = fs.readFileSync(`${__dirname}/solusi3.html`);
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': String(page.length) });
+    res.end(page);
     return true;
   }
   if (path === '/echo') {
