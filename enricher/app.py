@@ -32,6 +32,8 @@ from .upstream import BrowserConnections, Upstream
 log = structlog.get_logger("enricher")
 
 ACCESS_CHECKS_AT_ONCE = 64  # connections to the backend for browsers' credentials checks
+HEADER_LIMIT = 16 * 1024  # a request line, or one header, from a browser
+ANSWER_HEADER_LIMIT = 64 * 1024  # one header of the backend's answers (a big Set-Cookie)
 
 
 @dataclass
@@ -67,8 +69,18 @@ def _loopback(address: str) -> bool:
 
 
 async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
-    # Browsers are closed before the runners are; their handlers end at once.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    # Browsers are closed before the runners are; their handlers end at once (relayed HTTP
+    # requests are waited for before). Request bodies stay as sent (a gzip upload is
+    # relayed gzipped), and headers may be as long as Node's server takes them (16 KiB).
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=1.0,
+        auto_decompress=False,
+        max_line_size=HEADER_LIMIT,
+        max_field_size=HEADER_LIMIT,
+    )
     await runner.setup()
     sock = _bind(address)
     await web.SockSite(runner, sock).start()
@@ -104,6 +116,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             connector=aiohttp.TCPConnector(ssl=tls, limit=settings.http.max_connections),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
+            max_line_size=ANSWER_HEADER_LIMIT,
+            max_field_size=ANSWER_HEADER_LIMIT,
         ) as http_session,
     ):
         fetcher = RoomFetcher(
@@ -213,8 +227,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             recovery=recovery,
             shared=shared,
         )
+        passthrough = _passthrough(settings, http_session, gate, metrics)
         if settings.http.enabled:
-            passthrough = _passthrough(settings, http_session, gate, metrics)
             metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
             downstream.app.router.add_route("*", "/{path:.*}", passthrough.handle)
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
@@ -267,16 +281,24 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)
         finally:
             downstream.accepting = False  # not ready from now on, new browsers refused
+            deadline = asyncio.get_running_loop().time() + settings.shutdown_grace
             try:
-                async with asyncio.timeout(settings.shutdown_grace):
+                async with asyncio.timeout_at(deadline):
                     if shared is None:
                         await upstream.stop()  # no new events from here
                         await driver.flush("shutdown")  # held rooms go out, emits drain
                         await downstream.close()  # browsers reconnect, to another replica
                     else:
                         await _hand_over(settings, upstream, driver, downstream, shared)
+                    # Uploads and downloads under way finish (new ones are still relayed:
+                    # the load balancer may send some until it has seen /readyz fail).
+                    await passthrough.idle()
             except TimeoutError:
-                log.warning("shutdown_grace_exceeded", shutdown_grace=settings.shutdown_grace)
+                log.warning(
+                    "shutdown_grace_exceeded",
+                    shutdown_grace=settings.shutdown_grace,
+                    http_requests_cut=passthrough.in_flight,
+                )
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

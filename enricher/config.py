@@ -128,9 +128,18 @@ def _path_prefix(value: str) -> str:
     return value
 
 
+def _no_credentials(value: str | None) -> str | None:
+    if value is not None and (urlsplit(value).username or urlsplit(value).password):
+        raise ValueError(
+            "no credentials in http.url: they would go with every browser's request "
+            "(the backend checks the browser's own)"
+        )
+    return value
+
+
 class HttpSettings(_Section):
     enabled: bool = True
-    url: Url | None = None
+    url: Annotated[Url | None, AfterValidator(_no_credentials)] = None
     paths: list[Annotated[str, AfterValidator(_path_prefix)]] = ["/"]
     auth: Literal["backend", "edge"] = "backend"
     connect_timeout: Seconds = 5.0

@@ -10,13 +10,14 @@ browser's credentials travel as they came; enricher adds none of its own.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 import structlog
@@ -44,12 +45,14 @@ HOP_BY_HOP = frozenset(
 )
 # Set by enricher for the backend (Host: the backend's own), or answered here (Expect).
 _REQUEST_OWN = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto"})
-_FORWARDED = ("x-forwarded-host", "forwarded")
+# Where a request came from, as proxies in front say: believed from trusted ones only.
+_FORWARDED = ("x-forwarded-host", "forwarded", "x-real-ip", "true-client-ip")
 # Headers aiohttp would add to a request on its own: the backend gets the browser's only.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CHUNK = 64 * 1024
 # The files a Node Socket.IO server serves under its path (its serveClient option).
 _CLIENT_SCRIPT = re.compile(r"/socket\.io(\.msgpack|\.esm)?(\.min)?\.js(\.map)?")
+_ENGINE_IO_QUERY = frozenset({"EIO", "transport", "sid"})
 VIA = "1.1 enricher"
 
 
@@ -67,23 +70,43 @@ class Rules:
 
     target: URL  # the backend's base URL: scheme, host, port and an optional path prefix
     paths: tuple[str, ...] = ("/",)  # path prefixes relayed; others are answered 404
-    # Socket.IO paths (enricher's, the backend's): not relayed, but for the client script
+    # Socket.IO paths (enricher's, the backend's), without a trailing slash: not relayed,
+    # but for the client script
     excluded: tuple[str, ...] = ("/socket.io",)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
-    def relayed(self, path: str) -> bool:
+    def refusal(self, method: str, raw_target: str) -> str | None:
+        """Why a request target (as sent: path and query, still percent-encoded) is not
+        relayed: ``bad_path`` (400) or ``not_relayed`` (404); None when it is."""
+        raw_path, _, query = raw_target.partition("?")
+        path = unquote(raw_path)
+        # Browsers send origin-form targets with dot segments resolved and no backslashes;
+        # anything else could be resolved by the backend into a path these rules never saw
+        # (Node's URL parser takes %2E%2E for .., and \ for /), or name another host.
+        if (
+            not raw_path.startswith("/")
+            or "\\" in path
+            or any(segment in (".", "..") for segment in path.split("/"))
+        ):
+            return "bad_path"
+
         def under(prefix: str) -> bool:
             prefix = prefix.rstrip("/")
             return path == prefix or path.startswith(prefix + "/")
 
         for prefix in self.excluded:
-            if under(prefix):
+            # engine.io takes every URL that starts with its path, as a string
+            if raw_path.startswith(prefix) or path.startswith(prefix):
                 # The backend's Socket.IO server serves its client script there
                 # (<script src="/socket.io/socket.io.js">); anything else would reach the
                 # backend's own Socket.IO endpoint, around enricher.
-                rest = path[len(prefix.rstrip("/")) :]
-                return bool(_CLIENT_SCRIPT.fullmatch(rest)) and any(under(p) for p in self.paths)
-        return any(under(p) for p in self.paths)
+                script = (
+                    method in ("GET", "HEAD")
+                    and _CLIENT_SCRIPT.fullmatch(path[len(prefix) :])
+                    and not _ENGINE_IO_QUERY.intersection(parse_qs(query, keep_blank_values=True))
+                )
+                return None if script and any(under(p) for p in self.paths) else "not_relayed"
+        return None if any(under(p) for p in self.paths) else "not_relayed"
 
     def trusts(self, peer: str | None) -> bool:
         if peer is None:
@@ -126,16 +149,24 @@ def answer_headers(
         (name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw
     )
     dropped = HOP_BY_HOP | _connection_named(headers)
-    backend = str(target.origin())
     answer: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         if name.lower() in dropped:
             continue
-        if name.lower() == "location" and (value == backend or value.startswith(backend + "/")):
-            value = str(public.origin()) + value[len(backend) :]
-        answer.add(name, value)
+        answer.add(name, _location(value, target, public) if name.lower() == "location" else value)
     _via(answer)
     return answer
+
+
+def _location(value: str, target: URL, public: URL) -> str:
+    """A redirect into what is relayed, as the browser must follow it: the backend's base
+    URL (path prefix included) becomes the public address, as nginx's proxy_redirect does."""
+    base = str(target).rstrip("/")
+    prefix = target.raw_path.rstrip("/")
+    for relayed_at, public_at in ((base, str(public.origin())), (prefix, "")):
+        if relayed_at and (value == relayed_at or value.startswith(relayed_at + "/")):
+            return public_at + (value[len(relayed_at) :] or "/")
+    return value
 
 
 def _via(headers: CIMultiDict[str]) -> None:
@@ -167,13 +198,6 @@ def _connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[
     }
 
 
-def _dot_segments(raw_path: str) -> bool:
-    """A path with ``.`` or ``..`` segments, plain or percent-encoded: browsers resolve them
-    before sending, and a backend that resolved them after the path check would be asked
-    for a path the check never saw."""
-    return any(segment in (".", "..") for segment in unquote(raw_path).split("/"))
-
-
 def _problem(status: int, error: str, detail: str) -> web.Response:
     return web.json_response({"error": error, "detail": detail}, status=status)
 
@@ -203,64 +227,80 @@ class Passthrough:
         self._cors_origins = cors_origins  # for enricher's own answers, as for Socket.IO
         self._clock = clock
         self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = self._clock()
         self.in_flight += 1
+        self._idle.clear()
         try:
-            response = await self._relay(request, started)
+            return await self._relay(request, started)
         finally:
             self.in_flight -= 1
-        return response
+            if not self.in_flight:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no relayed request is under way (at shutdown: let them finish)."""
+        await self._idle.wait()
 
     async def _relay(self, request: web.Request, started: float) -> web.StreamResponse:
         method = request.method
-        if _dot_segments(request.raw_path.partition("?")[0]):
-            return self._answer_here(request, _problem(400, "bad_path", "dot segments in path"))
-        if not self._rules.relayed(request.path):
-            return self._answer_here(
-                request, _problem(404, "not_relayed", "this path is not relayed to the backend")
-            )
-        refusal = await self._refusal(request)
+        refusal = self._rules.refusal(method, request.raw_path)
+        if refusal == "bad_path":
+            log.info("http_bad_request", reason="bad_path", path=request.raw_path[:200])
+            return self._answer_here(request, _problem(400, refusal, "not a path to relay"))
         if refusal is not None:
-            return self._answer_here(request, refusal)
+            return self._answer_here(
+                request, _problem(404, refusal, "this path is not relayed to the backend")
+            )
+        refused = await self._refusal(request)
+        if refused is not None:
+            return self._answer_here(request, refused)
 
         trusted = self._rules.trusts(request.remote)
+        try:
+            public = URL.build(
+                scheme=(trusted and request.headers.get("X-Forwarded-Proto")) or request.scheme,
+                authority=(trusted and request.headers.get("X-Forwarded-Host")) or request.host,
+            )
+        except ValueError:  # a Host header that names no host
+            log.info("http_bad_request", reason="bad_host", host=request.host[:200])
+            return self._answer_here(request, _problem(400, "bad_host", "not a host name"))
         headers = request_headers(
             request.headers, request.remote, request.scheme, request.host, trusted
         )
-        public = URL.build(
-            scheme=(trusted and request.headers.get("X-Forwarded-Proto")) or request.scheme,
-            authority=(trusted and request.headers.get("X-Forwarded-Host")) or request.host,
-        )
         target = self._rules.target
         url = URL(str(target).rstrip("/") + request.raw_path, encoded=True)
-        body = self._body(request) if request.body_exists else None
+        upload = _Upload(request, self._observe) if request.body_exists else None
         try:
             async with self._session.request(
                 method,
                 url,
                 headers=headers,
-                data=body,
+                data=upload.chunks() if upload else None,
                 allow_redirects=False,
                 skip_auto_headers=_NO_AUTO_HEADERS,
                 timeout=self._timeout,
             ) as answer:
-                self._observe.http_answered(method, answer.status, self._clock() - started)
-                return await self._stream_back(request, answer, target, public)
-        except aiohttp.ServerTimeoutError as exc:  # connect or first byte: before any answer
-            log.warning("http_backend_timeout", path=request.path, error=str(exc))
-            return self._failed(
-                request, started, 504, "timeout", "the backend did not answer in time"
-            )
-        except aiohttp.ClientConnectorError as exc:
-            log.warning("http_backend_unreachable", url=str(target), error=str(exc))
-            return self._failed(
-                request, started, 502, "unreachable", "the backend is not reachable"
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("http_backend_failed", path=request.path, error=repr(exc))
-            return self._failed(request, started, 502, "error", "the backend's answer was broken")
+                return await self._stream_back(request, answer, target, public, started)
+        except Exception as exc:
+            if upload is not None and upload.browser_left:
+                return self._browser_left(request, started, "upload")
+            if isinstance(exc, aiohttp.ServerTimeoutError):  # connect, or the first byte
+                log.warning("http_backend_timeout", path=request.path, error=_text(exc))
+                detail = "the backend did not answer in time"
+                return self._failed(request, started, 504, "timeout", detail)
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                log.warning("http_backend_unreachable", url=str(target), error=_text(exc))
+                detail = "the backend is not reachable"
+                return self._failed(request, started, 502, "unreachable", detail)
+            if isinstance(exc, aiohttp.ClientError | TimeoutError):
+                log.warning("http_backend_failed", path=request.path, error=_text(exc))
+                detail = "the backend's answer was broken"
+                return self._failed(request, started, 502, "error", detail)
+            raise
 
     async def _refusal(self, request: web.Request) -> web.Response | None:
         """Edge authentication (``http.auth: edge``): the same gate as the browsers' sockets.
@@ -278,33 +318,34 @@ class Passthrough:
             )
         return None
 
-    async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            self._observe.http_body("in", len(chunk))
-            yield chunk
-
     async def _stream_back(
         self,
         request: web.Request,
         answer: aiohttp.ClientResponse,
         target: URL,
         public: URL,
+        started: float,
     ) -> web.StreamResponse:
+        seconds = self._clock() - started
         headers = answer_headers(answer.raw_headers, target, public)
         response = _Relayed(answer.status, answer.reason, headers)
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:  # gone before the answer began
+            return self._browser_left(request, started, "wait")
+        self._observe.http_answered(request.method, answer.status, seconds)
         try:
             async for chunk in answer.content.iter_chunked(_CHUNK):
                 await response.write(chunk)
                 self._observe.http_body("out", len(chunk))
             await response.write_eof()
         except ConnectionResetError:  # the browser left; the backend connection is closed
-            log.debug("http_browser_left", path=request.path)
+            log.debug("http_browser_left", path=request.path, during="download")
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The status is sent already: the browser must see the answer cut short, as it
             # would have from the backend, never a complete-looking one.
             self._observe.http_upstream_error("broken")
-            log.warning("http_answer_broken", path=request.path, error=repr(exc))
+            log.warning("http_answer_broken", path=request.path, error=_text(exc))
             if request.transport is not None:
                 request.transport.abort()
         return response
@@ -329,9 +370,41 @@ class Passthrough:
         self._observe.http_upstream_error(reason)
         return self._answer_here(request, _problem(status, f"backend_{reason}", detail), started)
 
+    def _browser_left(self, request: web.Request, started: float, during: str) -> web.Response:
+        """Counted as nginx does (499): the browser went away, the backend did nothing wrong."""
+        log.debug("http_browser_left", path=request.path, during=during)
+        return self._answer_here(request, web.Response(status=499), started)
+
+
+class _Upload:
+    """A browser's request body, read as the backend takes it; whether the browser left
+    in the middle (then the failed request is not the backend's fault)."""
+
+    def __init__(self, request: web.Request, observer: Observer) -> None:
+        self._request = request
+        self._observe = observer
+        self.browser_left = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._request.content.iter_chunked(_CHUNK):
+                self._observe.http_body("in", len(chunk))
+                yield chunk
+        except (ConnectionError, aiohttp.ClientPayloadError, web.HTTPException):
+            self.browser_left = True
+            raise
+
+
+def _text(exc: BaseException) -> str:
+    """An error for a log line: its type and message. Never its repr, which for a client
+    error holds the request's headers, the browser's credentials among them."""
+    return f"{type(exc).__name__}: {exc}"
+
 
 def target_url(value: str) -> URL:
-    """The backend's base URL for HTTP from a Socket.IO or REST URL (ws:// is http://)."""
+    """The backend's base URL for HTTP from a Socket.IO URL (ws:// is http://). Credentials
+    in it are enricher's (``upstream.url``): they never go with a browser's request."""
     parts = urlsplit(value)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return URL(value).with_scheme(scheme).with_query(None).with_fragment(None)
+    url = URL(value).with_scheme(scheme).with_user(None).with_query(None).with_fragment(None)
+    return url

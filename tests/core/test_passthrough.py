@@ -9,63 +9,65 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from enricher.passthrough import Rules, _dot_segments, answer_headers, request_headers
+from enricher.passthrough import Rules, answer_headers, request_headers, target_url
 
 BACKEND = URL("http://backend:3000")
 
 
 @pytest.mark.parametrize(
-    ("path", "relayed"),
+    ("method", "target", "refusal"),
     [
-        ("/rooms/1", True),
-        ("/", True),
-        ("/socket.io/", False),  # enricher's own endpoint
-        ("/socket.io", False),
-        ("/socket.io/x", False),  # would be the backend's engine.io endpoint, around enricher
-        ("/socket.io/socket.io.js", True),  # the client script the backend serves
-        ("/socket.io/socket.io.min.js.map", True),
-        ("/socket.io/socket.io.esm.min.js", True),
-        ("/socket.io/a/socket.io.js", False),
-        ("/socket.iox", True),
-        ("/backend-io/", False),  # the backend's own Socket.IO path, when it has another
-        ("/backend-io/socket.io.js", True),
+        ("GET", "/rooms/1?x=%2F", None),
+        ("POST", "/", None),
+        ("GET", "/socket.io/", "not_relayed"),  # enricher's own endpoint
+        ("GET", "/socket.io", "not_relayed"),
+        ("GET", "/socket.io/x", "not_relayed"),  # the backend's engine.io, around enricher
+        ("GET", "/socket.iox?EIO=4&transport=polling", "not_relayed"),  # engine.io takes it
+        ("GET", "/socket%2Eio/?EIO=4", "not_relayed"),
+        ("GET", "/socket.io/socket.io.js", None),  # the client script the backend serves
+        ("HEAD", "/socket.io/socket.io.min.js.map", None),
+        ("GET", "/socket.io/socket.io.esm.min.js?v=3", None),
+        # a backend without serveClient takes these as engine.io requests
+        ("GET", "/socket.io/socket.io.js?EIO=4&transport=polling", "not_relayed"),
+        ("POST", "/socket.io/socket.io.js?sid=abc", "not_relayed"),
+        ("POST", "/socket.io/socket.io.js", "not_relayed"),
+        ("GET", "/socket.io/a/socket.io.js", "not_relayed"),
+        ("GET", "/backend-io/", "not_relayed"),  # the backend's own path, when another
+        ("GET", "/backend-io/socket.io.js", None),
     ],
 )
-def test_socketio_paths_stay_with_enricher(path: str, relayed: bool) -> None:
+def test_socketio_paths_stay_with_enricher(method: str, target: str, refusal: str | None) -> None:
     rules = Rules(target=BACKEND, excluded=("/socket.io", "/backend-io"))
-    assert rules.relayed(path) is relayed
+    assert rules.refusal(method, target) == refusal
 
 
 @pytest.mark.parametrize(
-    ("path", "relayed"),
+    ("target", "refusal"),
     [
-        ("/rooms", True),
-        ("/rooms/1", True),
-        ("/messages", True),
-        ("/roomsx", False),
-        ("/_control/rooms", False),
-        ("/", False),
-        ("/socket.io/socket.io.js", False),  # not under an allowed prefix either
+        ("/rooms", None),
+        ("/rooms/1?room_id=2", None),
+        ("/messages?room_id=1", None),
+        ("/roomsx", "not_relayed"),
+        ("/_control/rooms", "not_relayed"),
+        ("/", "not_relayed"),
+        ("/socket.io/socket.io.js", "not_relayed"),  # not under an allowed prefix either
+        # Ways out of the allowed prefixes for a backend that resolves them
+        ("/rooms/../_control/rooms", "bad_path"),
+        ("/rooms/%2e%2E/_control", "bad_path"),  # Node's URL parser resolves these too
+        ("/rooms/./1", "bad_path"),
+        ("/rooms/..", "bad_path"),
+        ("/rooms/%2e%2e%2f_control", "bad_path"),  # some backends decode %2F before routing
+        ("/rooms/..\\_control/rooms", "bad_path"),  # WHATWG URLs take \ for /
+        ("/rooms/.%2E%5C_control", "bad_path"),
+        ("http://elsewhere/rooms", "bad_path"),  # absolute-form: another host
+        ("host://x/rooms", "bad_path"),
+        ("*", "bad_path"),
+        ("/rooms/..1/a.b", None),
     ],
 )
-def test_only_the_configured_prefixes_are_relayed(path: str, relayed: bool) -> None:
+def test_only_the_configured_prefixes_are_relayed(target: str, refusal: str | None) -> None:
     rules = Rules(target=BACKEND, paths=("/rooms", "/messages/"))
-    assert rules.relayed(path) is relayed
-
-
-@pytest.mark.parametrize(
-    ("raw", "dotted"),
-    [
-        ("/rooms/../_control/rooms", True),
-        ("/rooms/%2e%2E/_control", True),  # Node's URL parser resolves these too
-        ("/rooms/./1", True),
-        ("/rooms/..", True),
-        ("/rooms/..1/a.b", False),
-        ("/rooms/%2e%2e%2f_control", True),  # some backends decode %2F before routing
-    ],
-)
-def test_dot_segments_are_found_encoded_or_not(raw: str, dotted: bool) -> None:
-    assert _dot_segments(raw) is dotted
+    assert rules.refusal("GET", target) == refusal
 
 
 def test_forwarding_headers_of_an_untrusted_peer_are_replaced() -> None:
@@ -141,5 +143,30 @@ def test_answer_headers_keep_their_spelling_and_name_the_public_address() -> Non
         ("Content-Location", "http://backend:3000/rooms"),
         ("Via", "1.1 enricher"),
     ]
-    elsewhere = answer_headers([(b"Location", b"http://backend:30001/x")], BACKEND, URL("/"))
+    elsewhere = answer_headers(
+        [(b"Location", b"http://backend:30001/x")], BACKEND, URL("https://crm.example")
+    )
     assert elsewhere["Location"] == "http://backend:30001/x"
+
+
+@pytest.mark.parametrize(
+    ("location", "public"),
+    [
+        ("http://backend:3000/api/rooms?x=1", "https://crm.example/rooms?x=1"),
+        ("http://backend:3000/api", "https://crm.example/"),
+        ("/api/rooms", "/rooms"),
+        ("/apix", "/apix"),
+        ("/other", "/other"),  # outside what is relayed: as the backend said
+        ("http://backend:3000/other", "http://backend:3000/other"),
+    ],
+)
+def test_redirects_under_a_path_prefix_name_what_the_browser_asks_for(
+    location: str, public: str
+) -> None:
+    target = URL("http://backend:3000/api/")
+    headers = answer_headers([(b"Location", location.encode())], target, URL("https://crm.example"))
+    assert headers["Location"] == public
+
+
+def test_credentials_in_the_backend_url_never_go_with_a_browser_request() -> None:
+    assert str(target_url("wss://svc:s3cret@backend:3000/")) == "https://backend:3000/"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,7 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=60),
+        max_field_size=64 * 1024,  # as a browser takes big cookies
     ) as session:
         yield session
 
@@ -93,6 +96,7 @@ async def test_answers_through_enricher_equal_the_direct_ones(
     room = await backend.customer("6281200000001", "Siti Rahma", "Halo, mau tanya cicilan")
     upload, upload_type = multipart(pattern(3 * MIB))
     credentials = {"Cookie": "session=agent-7", "Authorization": "Bearer agent-7-token"}
+    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
     requests: list[tuple[str, str, dict[str, object]]] = [
         ("GET", "/rooms", {}),
         ("GET", f"/rooms/{room['room_id']}", {}),
@@ -109,6 +113,9 @@ async def test_answers_through_enricher_equal_the_direct_ones(
         ("GET", f"/files/download?bytes={5 * MIB + 17}&chunked=1", {}),
         ("HEAD", f"/files/download?bytes={5 * MIB}", {}),
         ("POST", "/uploads", {"data": upload, "headers": {"Content-Type": upload_type}}),
+        # a compressed upload is relayed compressed, as sent
+        ("POST", "/uploads", {"data": gzip.compress(upload), "headers": gzipped}),
+        ("GET", "/huge-header?bytes=9000", {}),  # above aiohttp's default header limit
         ("GET", "/socket.io/socket.io.min.js", {}),  # the backend's client script
     ]
     async with client() as session:
@@ -124,8 +131,10 @@ async def test_answers_through_enricher_equal_the_direct_ones(
     metrics = await enricher.metrics()
     assert metrics['enricher_http_requests_total{method="GET",status_class="2xx"}'] >= 9
     assert metrics['enricher_http_requests_total{method="GET",status_class="4xx"}'] == 2
-    assert metrics['enricher_http_requests_total{method="POST",status_class="2xx"}'] == 1
-    assert metrics['enricher_http_body_bytes_total{direction="in"}'] == len(upload)
+    assert metrics['enricher_http_requests_total{method="POST",status_class="2xx"}'] == 2
+    assert metrics['enricher_http_body_bytes_total{direction="in"}'] == len(upload) + len(
+        gzip.compress(upload)
+    )
     assert metrics['enricher_http_body_bytes_total{direction="out"}'] >= 10 * MIB
 
 
@@ -212,6 +221,36 @@ async def test_backend_faults_are_clear_answers_and_counted(
         assert json.loads(slow.body)["error"] == "backend_timeout"
         assert slow.header("Content-Type") == "application/json; charset=utf-8"
 
+        # A Set-Cookie too big even for enricher (64 KiB): a 502, and the browser's
+        # credentials, which aiohttp's error holds, stay out of the log line.
+        huge = await ask(
+            session,
+            "GET",
+            proxy.public_url + "/huge-header?bytes=70000",
+            headers={"Authorization": "Bearer agent-7-secret"},
+        )
+        assert (huge.status, json.loads(huge.body)["error"]) == (502, "backend_error")
+        assert "agent-7-secret" not in "\n".join(proxy.child.text)
+
+        # A browser that gives up waiting is not the backend's failure.
+        before = await proxy.metrics()
+        with pytest.raises(TimeoutError):
+            await ask(
+                session,
+                "GET",
+                proxy.public_url + "/slow?ms=400",  # within http.read_timeout
+                timeout=aiohttp.ClientTimeout(total=0.1),
+            )
+        left = 'enricher_http_requests_total{method="GET",status_class="4xx"}'
+        await until(lambda m: m.get(left, 0) > before.get(left, 0), proxy)
+
+        for script_as_engine_io in (
+            "/socket.io/socket.io.js?EIO=4&transport=polling",
+            "/socket.iox?EIO=4&transport=polling",
+        ):
+            refused = await ask(session, "GET", proxy.public_url + script_as_engine_io)
+            assert refused.status == 404, script_as_engine_io
+
         not_relayed = await ask(
             session, "GET", proxy.public_url + "/socket.io/x?EIO=4&transport=polling"
         )
@@ -225,15 +264,51 @@ async def test_backend_faults_are_clear_answers_and_counted(
         assert json.loads(down.body)["error"] == "backend_unreachable"
 
     metrics = await proxy.metrics()
-    for reason in ("broken", "timeout", "unreachable"):
+    for reason in ("broken", "timeout", "error", "unreachable"):
         assert metrics[f'enricher_http_upstream_errors_total{{reason="{reason}"}}'] == 1, reason
-    assert metrics['enricher_http_requests_total{method="GET",status_class="5xx"}'] == 2
-    assert metrics['enricher_http_requests_total{method="GET",status_class="4xx"}'] == 2
+    assert metrics['enricher_http_requests_total{method="GET",status_class="5xx"}'] == 3
+    # the browser that left (499), two Socket.IO paths, one not relayed, one bad path
+    assert metrics['enricher_http_requests_total{method="GET",status_class="4xx"}'] == 5
     assert [e["event"] for e in proxy.child.items if str(e.get("event")).startswith("http_")] == [
         "http_answer_broken",
         "http_backend_timeout",
+        "http_backend_failed",
+        "http_bad_request",
         "http_backend_unreachable",
     ]
+
+
+async def until(
+    condition: Callable[[dict[str, float]], bool], proxy: Enricher, timeout: float = TIMEOUT
+) -> None:
+    """Wait for enricher's metrics to meet ``condition`` (read again after each change)."""
+    async with asyncio.timeout(timeout):
+        while not condition(await proxy.metrics()):  # noqa: ASYNC110 (a counter: no event)
+            await asyncio.sleep(0.05)
+
+
+async def test_a_shutdown_lets_downloads_under_way_finish(
+    backend: Backend, make_enricher: EnricherFactory
+) -> None:
+    proxy = await make_enricher(backend, ENRICHER_SHUTDOWN_GRACE="20")
+    size = 30 * MIB
+    digest = hashlib.sha256()
+    async with (
+        client() as session,
+        session.get(f"{proxy.public_url}/files/download?bytes={size}") as resp,
+    ):
+        assert resp.status == 200
+        stopping = False
+        async for chunk in resp.content.iter_chunked(256 * 1024):
+            digest.update(chunk)
+            if not stopping:  # SIGTERM once the answer is under way, as a rollout does
+                proxy.child.proc.send_signal(signal.SIGTERM)
+                await proxy.wait_log("stopping")
+                stopping = True
+            await asyncio.sleep(0.005)  # a browser slower than the backend
+    assert digest.hexdigest() == hashlib.sha256(pattern(size)).hexdigest()
+    await proxy.wait_log("stopped")
+    assert proxy.logs("shutdown_grace_exceeded") == []
 
 
 def rss(pid: int) -> int:

@@ -22,8 +22,9 @@
 // of a multipart one), GET /slow?ms=N, GET /fail (500), GET /redirect?to=relative|absolute,
 // GET /cookies/set (two Set-Cookie), GET /me (401 without a session cookie or a Bearer
 // token), GET /gzip (a gzip-encoded JSON body), GET /broken (cut after half its
-// Content-Length), any method on /echo (what arrived: method, URL, raw headers), GET /app/
-// (the seed's Solusi 3 inbox page, solusi3.html).
+// Content-Length), GET /huge-header?bytes=N (a Set-Cookie of N bytes), any method on /echo
+// (what arrived: method, URL, raw headers), GET /app/ (the seed's Solusi 3 inbox page,
+// solusi3.html).
 // Every broadcast of new_room / new_message / control emits is numbered (`seq`) and logged
 // as {"event":"emitted","seq","name","id","room_id","sockets"}; once its bytes are written to
 // a connected socket (engine.io's send callback, after a noop packet that follows it), the
@@ -522,6 +523,13 @@ async function plainRest(req, res, url) {
     const body = zlib.gzipSync(JSON.stringify({ compressed: true, filler: 'abc'.repeat(1000) }));
     res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(body.length) });
     res.end(body);
+    return true;
+  }
+  if (method === 'GET' && path === '/huge-header') {
+    // A session cookie as big as some identity providers make them.
+    const size = Number(url.searchParams.get('bytes')) || 9000;
+    res.setHeader('set-cookie', `big=${'x'.repeat(size)}; Path=/`);
+    send(res, 200, { header_bytes: size });
     return true;
   }
   if (method === 'GET' && path === '/broken') {
