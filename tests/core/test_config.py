@@ -45,6 +45,10 @@ def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.Mo
         ({"listen": "8080"}, "listen"),
         ({"new_room_mode": "sometimes"}, "new_room_mode"),
         ({"hold_timeout": -1}, "hold_timeout"),
+        ({"http.url": "http://svc:s3cret@backend:3000"}, "http.url"),  # sent to everyone
+        ({"http.paths": ["rooms"]}, "http.paths"),
+        ({"http.trusted_proxies": ["10.0.0.0/33"]}, "http.trusted_proxies"),
+        ({"http.auth": "jwt"}, "http.auth"),
     ],
 )
 def test_bad_settings_name_the_setting(overrides: dict[str, object], named: str) -> None:
