@@ -9,7 +9,10 @@
 //   - a new room `room_rate` times per second: `new_room` (the seed's minimal payload), then
 //     its first `new_message` (`bench_first: true`), back to back, as ensureRoom() followed
 //     by handleIncomingMessage();
-//   - `GET /rooms/<id>` answers like the seed's REST API (flat last message by default).
+//   - `GET /rooms/<id>` answers like the seed's REST API (flat last message by default);
+//   - for the HTTP pass-through benchmark (bench/http): `GET /files/download?bytes=N`
+//     streams N deterministic bytes (byte i is (i * 31 + 7) % 251, as the e2e stub's) with
+//     backpressure, and `POST /uploads` answers the size and sha256 of the body it read.
 //
 // Times are CLOCK_MONOTONIC in milliseconds (process.hrtime), the clock every process on
 // this machine shares: clients.js and run.py read the same one (see bench/README.md).
@@ -21,6 +24,7 @@
 //   POST /_bench/stop  ends the current run now (an overloaded point is cut short)
 //   GET  /_bench/result  the run's state, counters and room timings
 //   GET  /_bench/connections  {connected}
+//   GET  /_bench/rooms  {rooms: [the ids of the rooms that exist before a run]}
 'use strict';
 
 const http = require('http');
@@ -330,6 +334,43 @@ function result(r) {
 
 // ---------------------------------------------------------------- HTTP
 
+// Downloads and uploads, the two routes of tests/e2e/node/backend.js the HTTP benchmark
+// needs (without its HEAD, chunked and multipart variants).
+const PATTERN_PERIOD = 251;
+const PATTERN = Buffer.alloc(64 * 1024 + PATTERN_PERIOD);
+for (let i = 0; i < PATTERN.length; i++) PATTERN[i] = (i * 31 + 7) % PATTERN_PERIOD;
+
+async function download(res, total) {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) });
+  for (let sent = 0; sent < total && !res.destroyed; ) {
+    const size = Math.min(64 * 1024, total - sent);
+    const start = sent % PATTERN_PERIOD;
+    sent += size;
+    if (!res.write(PATTERN.subarray(start, start + size))) {
+      await new Promise((resolve) => {
+        const go = () => {
+          res.off('drain', go);
+          res.off('close', go);
+          resolve();
+        };
+        res.on('drain', go);
+        res.on('close', go);
+      });
+    }
+  }
+  res.end();
+}
+
+async function upload(req, res) {
+  const hash = crypto.createHash('sha256');
+  let size = 0;
+  for await (const chunk of req) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  send(res, 201, { bytes: size, sha256: hash.digest('hex') });
+}
+
 class HttpError extends Error {
   constructor(status, message) {
     super(message);
@@ -375,6 +416,10 @@ async function handle(req, res) {
     }
     return undefined;
   }
+  if (req.method === 'GET' && path === '/files/download') {
+    return download(res, Number(url.searchParams.get('bytes')) || 0);
+  }
+  if (req.method === 'POST' && path === '/uploads') return upload(req, res);
   if (req.method === 'POST' && path === '/_bench/run') {
     if (run && run.state === 'running') throw new HttpError(409, 'a run is under way');
     const r = newRun(await readJson(req));
@@ -391,6 +436,9 @@ async function handle(req, res) {
   if (req.method === 'GET' && path === '/_bench/result') {
     if (!run) throw new HttpError(404, 'no run');
     return send(res, 200, result(run));
+  }
+  if (req.method === 'GET' && path === '/_bench/rooms') {
+    return send(res, 200, { rooms: pool.map((room) => room.id) });
   }
   if (req.method === 'GET' && path === '/_bench/connections') {
     return send(res, 200, { connected: io.of('/').sockets.size });
