@@ -440,7 +440,11 @@ async function download(req, res, url) {
     const start = sent % PATTERN_PERIOD;
     sent += size;
     if (!res.write(PATTERN.subarray(start, start + size))) {
-      await new Promise((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
+      await new Promise((resolve) => {
+        const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+        res.on('drain', done);
+        res.on('close', done);
+      });
     }
   }
   res.end();
