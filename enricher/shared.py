@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,7 @@ class Entry:
     rooms: tuple[str, ...] | None
     skip: tuple[str, ...]
     attachments: tuple[bytes, ...]
+    key: str | None = None  # the dedup key it was appended with (what event it is)
 
 
 @dataclass(slots=True)
@@ -197,6 +199,10 @@ class SharedLog:
         # back, later).
         self._floor = 0
         self._unread: dict[int, _Pending] = {}  # appended here, not read back yet
+        # While a batch is being appended: the events read back meanwhile that no earlier
+        # batch of this replica appended (by dedup key). If the append then times out, it
+        # may have gone through all the same: those are not sent to browsers again.
+        self._read_meanwhile: Counter[str] | None = None
         self._went_direct = False  # events went to browsers directly since Redis was up
         self._said_down = False
         self._delivering = asyncio.Lock()
@@ -266,6 +272,7 @@ class SharedLog:
             batch = [await self._pending.get()]
             while not self._pending.empty() and len(batch) < 512:
                 batch.append(self._pending.get_nowait())
+            self._read_meanwhile = Counter()
             try:
                 async with asyncio.timeout(APPEND_TIMEOUT):
                     async with self.redis.pipeline(transaction=False) as pipe:
@@ -275,6 +282,7 @@ class SharedLog:
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc, on_state)
                 async with self._delivering:
+                    read_back, self._read_meanwhile = self._read_meanwhile, None
                     # Appended, not read back: delivered as they are, in order; what other
                     # replicas appended meanwhile is skipped (this one has its own copies).
                     for number in sorted(self._unread):
@@ -283,14 +291,18 @@ class SharedLog:
                             await self._deliver(deliver, self._unread[number].entry(number))
                     self._unread.clear()
                 for item in batch:
+                    if read_back[item.dedup] > 0:  # appended after all, and delivered
+                        read_back[item.dedup] -= 1
+                        continue
                     await self._direct(direct, item)
                 continue
+            self._read_meanwhile = None
             for item, number in zip(batch, numbers, strict=True):
                 if number > self._position:
                     self._unread[int(number)] = item
 
     async def _queue_append(self, pipe: Any, item: _Pending) -> None:
-        fields: list[str | bytes] = []
+        fields: list[str | bytes] = ["k", item.dedup]
         if item.packet is not None:
             fields += ["p", item.packet]
         if item.rooms is not None:
@@ -396,9 +408,11 @@ class SharedLog:
                         if not self.up:  # the writer delivers what it appended itself
                             break
                         entry = _entry(entry_id, fields)
-                        self._unread.pop(entry.number, None)
+                        earlier = self._unread.pop(entry.number, None) is not None
                         if entry.number <= self._position:
                             continue
+                        if not earlier and entry.key and self._read_meanwhile is not None:
+                            self._read_meanwhile[entry.key] += 1
                         self._position = entry.number
                         await self._deliver(deliver, entry)
 
@@ -509,6 +523,7 @@ class SharedLog:
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     """An entry as read from the stream."""
     packet = fields.get(b"p")
+    key = fields.get(b"k")
     rooms = fields.get(b"r")
     skip = fields.get(b"s")
     attachments: list[bytes] = []
@@ -520,4 +535,5 @@ def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
         None if rooms is None else tuple(orjson.loads(rooms)),
         () if skip is None else tuple(orjson.loads(skip)),
         tuple(attachments),
+        None if key is None else key.decode(),
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
 import redis
+import redis.asyncio.client
 
 from enricher.app import Running
 from enricher.recovery import Session
@@ -257,6 +260,36 @@ async def test_a_hung_redis_does_not_hold_events_back(redis_server: RedisServer)
                 assert entry.packet == f'2["e",{n}]'
         finally:
             redis_server.resume()
+
+
+async def test_an_append_redis_answers_too_late_is_delivered_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis slower than APPEND_TIMEOUT, not gone: the events it appended all the same are
+    read back and delivered; they do not also go to browsers directly."""
+    late = asyncio.Event()  # set: Redis's answers to appends come late
+    execute = redis.asyncio.client.Pipeline.execute
+
+    async def answering_late(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        result = await execute(pipe, *args, **kwargs)  # done in Redis, and read back
+        if late.is_set():
+            await asyncio.Event().wait()  # the answer never comes in time
+        return result
+
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", answering_late)
+    async with Replica(redis_server.url) as a:
+        late.set()
+        a.log.append('2["e",1]', None, (), identity="e1")
+        a.log.append('2["typing",{}]', ["room:r1"], ())  # no identity: by its content
+        got = await a.take(a.delivered, 2)
+        assert [entry.packet for entry in got] == ['2["e",1]', '2["typing",{}]']
+        assert await asyncio.wait_for(a.states.get(), TIMEOUT) is False  # timed out
+        late.clear()
+        assert await asyncio.wait_for(a.states.get(), TIMEOUT) is True  # and back
+        a.log.append('2["e",2]', None, (), identity="e2")
+        [entry] = await a.take(a.delivered, 1)
+        assert entry.packet == '2["e",2]'
+        assert a.direct.empty(), [a.direct.get_nowait().packet for _ in range(a.direct.qsize())]
 
 
 async def test_equal_events_of_a_replica_that_starts_late_and_one_that_stops(
