@@ -339,13 +339,17 @@ class SharedLog:
         reading on from there."""
         while True:
             attempt = asyncio.ensure_future(self._connect())
-            while not attempt.done():
-                getter = asyncio.ensure_future(self._pending.get())
-                await asyncio.wait({attempt, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    await self._direct(direct, getter.result())
-                else:
-                    getter.cancel()
+            try:
+                while not attempt.done():
+                    getter = asyncio.ensure_future(self._pending.get())
+                    try:
+                        await asyncio.wait({attempt, getter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        getter.cancel()
+                    if getter.done() and not getter.cancelled():
+                        await self._direct(direct, getter.result())
+            finally:
+                attempt.cancel()  # stopped meanwhile: its failure is nobody's to report
             try:
                 position = attempt.result()
                 break
