@@ -9,6 +9,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from enricher.access import Credentials
 from enricher.passthrough import Rules, answer_headers, request_headers, target_url
 
 BACKEND = URL("http://backend:3000")
@@ -170,3 +171,15 @@ def test_redirects_under_a_path_prefix_name_what_the_browser_asks_for(
 
 def test_credentials_in_the_backend_url_never_go_with_a_browser_request() -> None:
     assert str(target_url("wss://svc:s3cret@backend:3000/")) == "https://backend:3000/"
+
+
+def test_a_request_presents_the_credentials_a_handshake_would() -> None:
+    """``http.auth: edge`` checks a request with the same gate as a socket: its cookie and
+    Authorization go to ``auth.backend_url``, its Bearer token (else ``?token=``) to jwt."""
+    headers = CIMultiDict([("Cookie", "session=1"), ("Authorization", "Bearer t0k"), ("X", "y")])
+    credentials = Credentials.from_http(headers, "room_id=1&token=other")
+    assert credentials.token == "t0k"
+    assert credentials.forwarded() == {"Cookie": "session=1", "Authorization": "Bearer t0k"}
+    by_query = Credentials.from_http(CIMultiDict(), "token=q&x=1")
+    assert (by_query.token, by_query.forwarded()) == ("q", {"Authorization": "Bearer q"})
+    assert Credentials.from_http(CIMultiDict(), "").forwarded() == {}
