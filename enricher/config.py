@@ -117,6 +117,13 @@ class WebSocketSettings(_Section):
     max_queued_events: Annotated[int, Field(ge=1)] = 1000
 
 
+def as_http(url: str) -> str:
+    """The same address for HTTP requests: a Socket.IO ``ws://`` URL as ``http://``,
+    ``wss://`` as ``https://``."""
+    scheme, sep, rest = url.partition("://")
+    return {"ws": "http", "wss": "https"}.get(scheme, scheme) + sep + rest
+
+
 def _network(value: str) -> str:
     ipaddress.ip_network(value, strict=False)  # ValueError names the bad value
     return value
@@ -291,9 +298,7 @@ class Settings(BaseSettings):
 
     @property
     def rest_url(self) -> str:
-        return self.rest.url or self.upstream.url.replace("ws://", "http://", 1).replace(
-            "wss://", "https://", 1
-        )
+        return self.rest.url or as_http(self.upstream.url)
 
     @property
     def http_url(self) -> str:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import aiohttp
 import structlog
@@ -27,6 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .access import Credentials, Gate, Refused
+from .config import as_http
 
 log = structlog.get_logger("enricher.http")
 
@@ -47,7 +48,7 @@ HOP_BY_HOP = frozenset(
 # Set by enricher for the backend (Host: the backend's own), or answered here (Expect).
 _REQUEST_OWN = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto"})
 # Where a request came from, as proxies in front say: believed from trusted ones only.
-_FORWARDED = ("x-forwarded-host", "forwarded", "x-real-ip", "true-client-ip")
+_FORWARDED = frozenset({"x-forwarded-host", "forwarded", "x-real-ip", "true-client-ip"})
 # Headers aiohttp would add to a request on its own: the backend gets the browser's only.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CHUNK = 64 * 1024
@@ -126,7 +127,7 @@ def request_headers(
     forwarding ones added (kept and extended when ``trusted`` says a proxy in front set them)."""
     dropped = HOP_BY_HOP | _connection_named(headers) | _REQUEST_OWN
     if not trusted:
-        dropped |= set(_FORWARDED)
+        dropped |= _FORWARDED
     relayed = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
     chain = [v for v in headers.getall("X-Forwarded-For", []) if trusted]
     if peer:
@@ -228,6 +229,7 @@ class Passthrough:
     ) -> None:
         self._session = session
         self._rules = rules
+        self._base = str(rules.target).rstrip("/")  # a request's raw path is appended
         self._observe = observer
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=read_timeout
@@ -281,7 +283,7 @@ class Passthrough:
             request.headers, request.remote, request.scheme, request.host, trusted
         )
         target = self._rules.target
-        url = URL(str(target).rstrip("/") + request.raw_path, encoded=True)
+        url = URL(self._base + request.raw_path, encoded=True)
         upload = _Upload(request, self._observe) if request.body_exists else None
         try:
             async with self._session.request(
@@ -426,7 +428,4 @@ def _text(exc: BaseException) -> str:
 def target_url(value: str) -> URL:
     """The backend's base URL for HTTP from a Socket.IO URL (ws:// is http://). Credentials
     in it are enricher's (``upstream.url``): they never go with a browser's request."""
-    parts = urlsplit(value)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    url = URL(value).with_scheme(scheme).with_user(None).with_query(None).with_fragment(None)
-    return url
+    return URL(as_http(value)).with_user(None).with_query(None).with_fragment(None)
