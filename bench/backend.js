@@ -334,42 +334,8 @@ function result(r) {
 
 // ---------------------------------------------------------------- HTTP
 
-// Downloads and uploads, the two routes of tests/e2e/node/backend.js the HTTP benchmark
-// needs (without its HEAD, chunked and multipart variants).
-const PATTERN_PERIOD = 251;
-const PATTERN = Buffer.alloc(64 * 1024 + PATTERN_PERIOD);
-for (let i = 0; i < PATTERN.length; i++) PATTERN[i] = (i * 31 + 7) % PATTERN_PERIOD;
-
-async function download(res, total) {
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) });
-  for (let sent = 0; sent < total && !res.destroyed; ) {
-    const size = Math.min(64 * 1024, total - sent);
-    const start = sent % PATTERN_PERIOD;
-    sent += size;
-    if (!res.write(PATTERN.subarray(start, start + size))) {
-      await new Promise((resolve) => {
-        const go = () => {
-          res.off('drain', go);
-          res.off('close', go);
-          resolve();
-        };
-        res.on('drain', go);
-        res.on('close', go);
-      });
-    }
-  }
-  res.end();
-}
-
-async function upload(req, res) {
-  const hash = crypto.createHash('sha256');
-  let size = 0;
-  for await (const chunk of req) {
-    hash.update(chunk);
-    size += chunk.length;
-  }
-  send(res, 201, { bytes: size, sha256: hash.digest('hex') });
-}
+// Downloads and uploads: the e2e stub's (the HTTP benchmark measures the same routes).
+const { download, describeUpload } = require('../tests/e2e/node/transfers');
 
 class HttpError extends Error {
   constructor(status, message) {
@@ -417,9 +383,9 @@ async function handle(req, res) {
     return undefined;
   }
   if (req.method === 'GET' && path === '/files/download') {
-    return download(res, Number(url.searchParams.get('bytes')) || 0);
+    return download(req, res, Number(url.searchParams.get('bytes')) || 0);
   }
-  if (req.method === 'POST' && path === '/uploads') return upload(req, res);
+  if (req.method === 'POST' && path === '/uploads') return send(res, 201, await describeUpload(req));
   if (req.method === 'POST' && path === '/_bench/run') {
     if (run && run.state === 'running') throw new HttpError(409, 'a run is under way');
     const r = newRun(await readJson(req));

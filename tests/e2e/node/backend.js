@@ -37,6 +37,7 @@ const http = require('http');
 const https = require('https');
 const crypto = require('crypto');
 const zlib = require('zlib');
+const { PATTERN, download, describeUpload } = require('./transfers');
 const { URL } = require('url');
 const { Server } = require('socket.io');
 
@@ -425,56 +426,6 @@ function charSum(text) {
 
 // ---------------------------------------------------------------- plain REST routes
 
-const PATTERN_PERIOD = 251; // byte i of every download is (i * 31 + 7) % 251
-const PATTERN = Buffer.alloc(64 * 1024 + PATTERN_PERIOD);
-for (let i = 0; i < PATTERN.length; i++) PATTERN[i] = (i * 31 + 7) % PATTERN_PERIOD;
-
-async function download(req, res, url) {
-  const total = Number(url.searchParams.get('bytes')) || 0;
-  const headers = { 'content-type': 'application/octet-stream', 'x-total-bytes': String(total) };
-  if (url.searchParams.get('chunked') !== '1') headers['content-length'] = String(total);
-  res.writeHead(200, headers);
-  if (req.method === 'HEAD') return res.end();
-  for (let sent = 0; sent < total && !res.destroyed; ) {
-    const size = Math.min(64 * 1024, total - sent);
-    const start = sent % PATTERN_PERIOD;
-    sent += size;
-    if (!res.write(PATTERN.subarray(start, start + size))) {
-      await new Promise((resolve) => {
-        const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
-        res.on('drain', done);
-        res.on('close', done);
-      });
-    }
-  }
-  res.end();
-}
-
-async function upload(req, res) {
-  const hash = crypto.createHash('sha256');
-  const kept = [];
-  let size = 0;
-  for await (const chunk of req) {
-    hash.update(chunk);
-    size += chunk.length;
-    if (size <= 8 * 1024 * 1024) kept.push(chunk); // parts are listed for small bodies only
-  }
-  const type = req.headers['content-type'] || null;
-  const answer = { bytes: size, sha256: hash.digest('hex'), content_type: type, parts: null };
-  if (type && type.startsWith('multipart/form-data') && size <= 8 * 1024 * 1024) {
-    const form = await new Response(Buffer.concat(kept), { headers: { 'content-type': type } }).formData();
-    answer.parts = [];
-    for (const [name, value] of form.entries()) {
-      if (typeof value === 'string') answer.parts.push({ name, value });
-      else {
-        const bytes = Buffer.from(await value.arrayBuffer());
-        answer.parts.push({ name, filename: value.name, type: value.type, bytes: bytes.length, sha256: crypto.createHash('sha256').update(bytes).digest('hex') });
-      }
-    }
-  }
-  return send(res, 201, answer);
-}
-
 function withCors(req, res) {
   const origin = process.env.CORS_ORIGIN;
   if (!origin || req.headers.origin !== origin) return false;
@@ -496,8 +447,15 @@ function withCors(req, res) {
 async function plainRest(req, res, url) {
   const path = url.pathname;
   const method = req.method;
-  if ((method === 'GET' || method === 'HEAD') && path === '/files/download') { await download(req, res, url); return true; }
-  if (method === 'POST' && path === '/uploads') { await upload(req, res); return true; }
+  if ((method === 'GET' || method === 'HEAD') && path === '/files/download') {
+    const bytes = Number(url.searchParams.get('bytes')) || 0;
+    await download(req, res, bytes, url.searchParams.get('chunked') === '1');
+    return true;
+  }
+  if (method === 'POST' && path === '/uploads') {
+    send(res, 201, await describeUpload(req));
+    return true;
+  }
   if (method === 'GET' && path === '/slow') {
     const ms = Number(url.searchParams.get('ms')) || 0;
     await sleep(ms);
