@@ -22,6 +22,7 @@ from yarl import URL
 
 from ..tools import CHROMIUM_ARGS, chromium
 from .conftest import TIMEOUT, Backend, Enricher, EnricherFactory, Json, start_backend
+from .test_memory import rss
 from .test_security import JWT_ENV, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
@@ -309,13 +310,6 @@ async def test_a_shutdown_lets_downloads_under_way_finish(
     assert digest.hexdigest() == hashlib.sha256(pattern(size)).hexdigest()
     await proxy.wait_log("stopped")
     assert proxy.logs("shutdown_grace_exceeded") == []
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 @contextlib.asynccontextmanager
