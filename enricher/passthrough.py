@@ -356,13 +356,13 @@ class Passthrough:
         if body is not None:
             self._observe.http_body("out", len(body))
             with contextlib.suppress(ConnectionResetError):
-                await response.write_eof()
+                await _write_eof(request, response)
             return response
         try:
             async for chunk in answer.content.iter_chunked(_CHUNK):
                 await response.write(chunk)
                 self._observe.http_body("out", len(chunk))
-            await response.write_eof()
+            await _write_eof(request, response)
         except ConnectionResetError:  # the browser left; the backend connection is closed
             log.debug("http_browser_left", path=request.path, during="download")
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -417,6 +417,21 @@ class _Upload:
         except (ConnectionError, aiohttp.ClientPayloadError, web.HTTPException):
             self.browser_left = True
             raise
+
+
+async def _write_eof(request: web.Request, response: web.StreamResponse) -> None:
+    """End the answer, and return once all of it is with the kernel: aiohttp's write_eof
+    returns with up to a buffer's worth still in the transport, which a shutdown that
+    follows would lose (the request counts as under way until then)."""
+    transport = request.transport
+    if transport is None:
+        await response.write_eof()
+        return
+    transport.set_write_buffer_limits(high=0)  # its drain now waits for an empty buffer
+    try:
+        await response.write_eof()
+    finally:
+        transport.set_write_buffer_limits()
 
 
 def _text(exc: BaseException) -> str:
