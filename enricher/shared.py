@@ -361,6 +361,9 @@ class SharedLog:
                         await self._direct(direct, await self._pending.get())
             except TimeoutError:
                 pass
+        # Connections idle in the pool through the outage may be dead without knowing it
+        # (a partition closes nothing at this end): the next commands connect anew.
+        await self.redis.connection_pool.disconnect(inuse_connections=False)
         self._position = self._floor = position
         self._unread.clear()
         self._went_direct = False
