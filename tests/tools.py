@@ -175,6 +175,10 @@ class Balancer:
         except OSError:  # partitioned, or the replica is gone: a refused connection
             writer.transport.abort()
             return
+        if not self._open:  # cut while it was being made: it never got through
+            writer.transport.abort()
+            up_writer.transport.abort()
+            return
         self._writers |= {writer, up_writer}
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             pipe = asyncio.create_task(self._pipe(source, sink))

@@ -199,8 +199,9 @@ async def test_without_redis_no_event_is_lost_and_nobody_recovers_across_the_gap
         await barrier_at(backend, group, [1, 2])
         assert (await proxy.metrics())["enricher_recovery_store_up"] == 0
 
+        restored = len(proxy.child.items)
         link.restore()
-        await proxy.wait_log("recovery_store_available", start=mark)
+        await proxy.wait_log("recovery_store_available", start=restored)
         after = await backend.customer("6281600", "Budi", "Redis is back")
         await group.wait_all("new_room_complete", after["room_id"], browsers=[1, 2])
         await barrier_at(backend, group, [1, 2])
