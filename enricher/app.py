@@ -9,6 +9,7 @@ import ipaddress
 import random
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,13 +20,14 @@ from aiohttp import web
 from .access import Gate, RoomAccess, make_gate
 from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings, split_address
-from .downstream import RESYNC, Downstream
+from .downstream import RESYNC, Downstream, RateLimit
 from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
 from .passthrough import Passthrough, Rules, target_url
 from .recovery import Recovery
+from .sessions import Relay, RelaySettings, SharedRooms, session_limits
 from .shared import Entry, SharedLog
 from .tls import client_context
 from .upstream import BrowserConnections, Upstream
@@ -47,6 +49,17 @@ class Running:
     downstream: Downstream
     driver: JoinDriver
     join: Join
+    metrics: Metrics
+
+
+@dataclass
+class RunningTransparent:
+    """A started proxy in transparent mode: each browser on its own backend connection."""
+
+    public_port: int
+    admin_port: int
+    relay: Relay
+    rooms: SharedRooms
     metrics: Metrics
 
 
@@ -132,6 +145,12 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         )
         metrics.rest_in_flight.set_function(lambda: fetcher.in_flight)
         metrics.rest_circuit_open.set_function(lambda: fetcher.breaker.is_open)
+        if settings.upstream.mode == "transparent":
+            async with _transparent(
+                settings, metrics, fetcher, session, access_session, http_session, tls
+            ) as started:
+                yield started  # type: ignore[misc]
+            return
         downstream: Downstream
         driver: JoinDriver
 
@@ -246,25 +265,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             ),
             settings.admin_listen,
         )
-        log.info(
-            "listening",
-            public=settings.listen,
-            public_port=public_port,
-            admin=settings.admin_listen,
-            admin_port=admin_port,
-            upstream=settings.upstream.url,
-            http_passthrough=settings.http_url if settings.http.enabled else None,
-            new_room_mode=settings.new_room_mode.value,
-            auth_mode=settings.auth.mode,
-        )
-        if settings.auth.mode == "none" and not _loopback(settings.listen):
-            log.warning(
-                "browsers_unauthenticated",
-                listen=settings.listen,
-                hint="auth.mode is none: anyone who reaches this address gets every event "
-                "the backend broadcasts. Set auth.mode to jwt or backend, or listen on "
-                "loopback behind something that authenticates.",
-            )
+        _announce(settings, public_port, admin_port)
         tasks = [
             asyncio.create_task(driver.run()),
             asyncio.create_task(upstream.run()),
@@ -310,11 +311,91 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             log.info("stopped")
 
 
-def _passthrough(
-    settings: Settings, session: aiohttp.ClientSession, gate: Gate, metrics: Metrics
-) -> Passthrough:
+@contextlib.asynccontextmanager
+async def _transparent(
+    settings: Settings,
+    metrics: Metrics,
+    fetcher: RoomFetcher,
+    session: aiohttp.ClientSession,
+    access_session: aiohttp.ClientSession,
+    http_session: aiohttp.ClientSession,
+    tls: ssl.SSLContext | None,
+) -> AsyncIterator[RunningTransparent]:
+    """Transparent mode: no backend connection of enricher's own; each browser gets its
+    own, made with its handshake (see enricher/sessions.py)."""
+    loop = asyncio.get_running_loop()
+    rooms = SharedRooms(fetcher.fetch_room, settings.hold_timeout, loop.time)
+    gate = make_gate(settings.auth, access_session)
+    relay = Relay(
+        RelaySettings(
+            backend=settings.upstream.url,
+            backend_path=settings.upstream.socketio_path,
+            connect_timeout=settings.upstream.connect_timeout,
+            client_events=None
+            if settings.client_events == "*"
+            else frozenset(settings.client_events),
+            max_queued_events=settings.websocket.max_queued_events,
+            auth_timeout=settings.auth.timeout,
+            limits=session_limits(settings.join_limits()),
+            new_room_mode=settings.new_room_mode,
+        ),
+        metrics,
+        session,
+        rooms,
+        rules=_rules(settings),
+        tls=tls,
+        gate=None if settings.auth.mode == "none" else gate,
+        cors_origins=settings.cors_origins,
+        socketio_path=settings.socketio_path,
+        compression=settings.websocket.compression,
+        max_payload_bytes=settings.max_payload_bytes,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        rate_limit=RateLimit(settings.client_event_rate, settings.client_event_burst, loop.time),
+    )
+    metrics.rooms_held.set_function(
+        lambda: sum(session.rooms_held for session in relay.sessions.values())
+    )
+    metrics.watch_sizes(relay.sizes)
+    passthrough = _passthrough(settings, http_session, gate, metrics)
+    if settings.http.enabled:
+        metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
+        relay.app.router.add_route("*", "/{path:.*}", passthrough.handle)
+    public, public_port = await _site(relay.app, settings.listen)
+    admin, admin_port = await _site(
+        admin_app(
+            metrics,
+            lambda: {
+                "upstream": relay.backend_reachable,
+                "rest": fetcher.reachable,
+                "accepting": relay.accepting,
+            },
+        ),
+        settings.admin_listen,
+    )
+    _announce(settings, public_port, admin_port)
+    try:
+        yield RunningTransparent(public_port, admin_port, relay, rooms, metrics)
+    finally:
+        relay.accepting = False
+        try:
+            async with asyncio.timeout(settings.shutdown_grace):
+                await relay.close()
+                await passthrough.idle()
+        except TimeoutError:
+            log.warning(
+                "shutdown_grace_exceeded",
+                shutdown_grace=settings.shutdown_grace,
+                http_requests_cut=passthrough.in_flight,
+            )
+        await public.cleanup()
+        await admin.cleanup()
+        log.info("stopped")
+
+
+def _rules(settings: Settings) -> Rules:
     http = settings.http
-    rules = Rules(
+    return Rules(
         target=target_url(settings.http_url),
         paths=tuple(http.paths),
         excluded=tuple(
@@ -327,6 +408,36 @@ def _passthrough(
         ),
         trusted_proxies=tuple(ipaddress.ip_network(n, strict=False) for n in http.trusted_proxies),
     )
+
+
+def _announce(settings: Settings, public_port: int, admin_port: int) -> None:
+    log.info(
+        "listening",
+        public=settings.listen,
+        public_port=public_port,
+        admin=settings.admin_listen,
+        admin_port=admin_port,
+        upstream=settings.upstream.url,
+        upstream_mode=settings.upstream.mode,
+        http_passthrough=settings.http_url if settings.http.enabled else None,
+        new_room_mode=settings.new_room_mode.value,
+        auth_mode=settings.auth.mode,
+    )
+    if settings.auth.mode == "none" and not _loopback(settings.listen):
+        log.warning(
+            "browsers_unauthenticated",
+            listen=settings.listen,
+            hint="auth.mode is none: anyone who reaches this address gets every event "
+            "the backend broadcasts. Set auth.mode to jwt or backend, or listen on "
+            "loopback behind something that authenticates.",
+        )
+
+
+def _passthrough(
+    settings: Settings, session: aiohttp.ClientSession, gate: Gate, metrics: Metrics
+) -> Passthrough:
+    http = settings.http
+    rules = _rules(settings)
     return Passthrough(
         session,
         rules,

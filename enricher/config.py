@@ -77,6 +77,7 @@ class _Section(BaseModel):
 
 
 class UpstreamSettings(_Section):
+    mode: Literal["transparent", "shared"] = "shared"
     url: Url = "http://127.0.0.1:3000"
     socketio_path: str = "socket.io"
     headers: dict[str, str] = {}

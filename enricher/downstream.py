@@ -25,7 +25,7 @@ from socketio import packet
 
 from . import jsonwire
 from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess
-from .fanout import BroadcastManager, websocket_class
+from .fanout import BroadcastManager, close_engine_socket, websocket_class
 from .join import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
@@ -61,8 +61,6 @@ MAX_CONNECT_ATTEMPTS = 3
 # After the last session kept at shutdown was given back elsewhere, how long the replica that
 # gave it back is given to join its backend rooms before this one leaves them.
 HANDOVER_MARGIN = 0.5
-# Longest wait for the CLOSE packet of a browser enricher disconnects to be written.
-CLOSE_TIMEOUT = 1.0
 
 # Whether the browser event being handled asked for an ack: python-socketio does not tell
 # handlers, and an ack must not be asked of the backend on behalf of a browser that did not.
@@ -305,7 +303,7 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             await self._send_packet(eio_sid, ack)
 
 
-def _origins(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], bool]:
+def origins_check(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], bool]:
     """The page origins allowed to connect: those ``listed``, and enricher's own (as the
     browser addressed it, or as a proxy in front says it did)."""
     allowed = frozenset([listed] if isinstance(listed, str) else listed)
@@ -324,7 +322,7 @@ def _origins(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], 
     return check
 
 
-class _WholeBody:
+class WholeBody:
     """A polling request's body as python-engineio reads it: ``read(n)`` gives all ``n``
     bytes. aiohttp's stream gives what has arrived so far, and python-engineio takes that
     for the whole body: the rest of a large event was lost, silently."""
@@ -473,7 +471,7 @@ class Downstream:
                 shared=shared,
             ),
             json=jsonwire,
-            cors_allowed_origins="*" if cors_origins == "*" else _origins(cors_origins),
+            cors_allowed_origins="*" if cors_origins == "*" else origins_check(cors_origins),
             max_http_buffer_size=max_payload_bytes,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -487,7 +485,7 @@ class Downstream:
 
         def translate_request(request: web.Request) -> dict[str, Any]:
             environ: dict[str, Any] = translate(request)
-            environ["wsgi.input"] = _WholeBody(request.content)
+            environ["wsgi.input"] = WholeBody(request.content)
             return environ
 
         self.sio.eio._async = {
@@ -674,22 +672,7 @@ class Downstream:
             await self._own_connections.close_all()
 
     async def _close_engine_socket(self, socket: Any) -> None:
-        """Close one browser's connection as python-engineio does (its disconnect handlers,
-        a CLOSE packet, written), without waiting more than :data:`CLOSE_TIMEOUT` for the
-        write: a browser that stopped reading or polling, or whose connection is half
-        closed already, would hold up the caller (the shutdown, an expiry)."""
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await socket.close(reason=self.sio.eio.reason.SERVER_DISCONNECT)
-        except TimeoutError:
-            websocket = self._websockets.get(socket.sid)
-            if websocket is not None and websocket.transport is not None:
-                websocket.transport.abort()
-        if socket.upgraded:
-            # python-engineio's WebSocket writer closes the WebSocket only when its queue
-            # says so; socket.io-client's WebSocket transport ignores the CLOSE packet.
-            socket.queue.put_nowait(None)
-        self.sio.eio.sockets.pop(socket.sid, None)
+        await close_engine_socket(self.sio.eio, self._websockets, socket)
 
     async def _admit(self, eio_sid: str, auth: Any, attempt: int) -> tuple[Credentials, Admission]:
         """Check a connecting browser's credentials (``attempt``: how many times this

@@ -43,10 +43,15 @@ class JoinDriver:
         self,
         join: Join,
         fetch_room: FetchRoom,
-        emit: Callable[[Emit], Awaitable[None]],
+        emit: Callable[[Emit], Awaitable[None]] | None,
         metrics: Metrics,
+        *,
+        send: Callable[[Emit], None] | None = None,
     ) -> None:
+        """Emits go out through ``emit``, one after the other, from :meth:`run`; or, with
+        ``send``, at once, in the caller's turn (one browser's own stream)."""
         self._join = join
+        self._send = send
         self._fetch_room = fetch_room
         self._emit = emit
         self._metrics = metrics
@@ -55,6 +60,11 @@ class JoinDriver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+
+    @property
+    def pending_rooms(self) -> dict[str, Any]:
+        """The rooms its join holds now, by id."""
+        return self._join.pending_rooms
 
     def upstream_event(self, event: str, args: tuple[Any, ...]) -> None:
         """An event from the backend, in arrival order."""
@@ -78,7 +88,7 @@ class JoinDriver:
         self._metrics.events_received.labels(event_label(event)).inc()
         fields = {"upstream_event": event, "reason": "too_deep", "forwarded": "as_it_came"}
         self._note(Note("payload_rejected", fields))
-        self._emits.put_nowait(Emit(event, (), raw=raw))
+        self._put(Emit(event, (), raw=raw))
 
     def upstream_lost(self, last_heard: datetime) -> None:
         """The backend connection went down; ``last_heard``: its last packet's arrival."""
@@ -100,13 +110,20 @@ class JoinDriver:
 
     def announce(self, event: str, payload: dict[str, Any]) -> None:
         """Send an event of enricher's own to every browser, in order with the join's."""
-        self._emits.put_nowait(Emit(event, (payload,)))
+        self._put(Emit(event, (payload,)))
+
+    def _put(self, action: Emit) -> None:
+        if self._send is not None:
+            self._send(action)
+        else:
+            self._emits.put_nowait(action)
 
     async def run(self) -> None:
         """Send the join's emits, in order, until cancelled."""
         while True:
             action = await self._emits.get()
             try:
+                assert self._emit is not None
                 await self._emit(action)
             except Exception:
                 log.exception("emit_failed", emitted_event=action.event)
@@ -118,6 +135,15 @@ class JoinDriver:
         self._carry_out(self._join.flush(self._loop.time(), reason))
         await self._emits.join()
 
+    def stop(self) -> None:
+        """Nothing more from this join (its browser left): its timer and its REST
+        requests under way are dropped."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+        for task in list(self._tasks):
+            task.cancel()
+
     async def drain(self) -> None:
         """Wait until the emits decided so far are out (held rooms stay held)."""
         await self._emits.join()
@@ -125,7 +151,7 @@ class JoinDriver:
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Emit):
-                self._emits.put_nowait(action)
+                self._put(action)
             elif isinstance(action, Fetch):
                 self._start(self._fetch(action.room_id))
             else:

@@ -142,6 +142,29 @@ class _Queued(eio_packet.Packet):  # type: ignore[misc]
         return super().encode(b64)
 
 
+# Longest wait for the CLOSE packet of a browser enricher disconnects to be written.
+CLOSE_TIMEOUT = 1.0
+
+
+async def close_engine_socket(eio: Any, websockets: dict[str, WebSocket], socket: Any) -> None:
+    """Close one browser's connection as python-engineio does (its disconnect handlers,
+    a CLOSE packet, written after what was queued before it), without waiting more than
+    :data:`CLOSE_TIMEOUT` for the write: a browser that stopped reading or polling, or whose
+    connection is half closed already, would hold up the caller (the shutdown, an expiry)."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await socket.close(reason=eio.reason.SERVER_DISCONNECT)
+    except TimeoutError:
+        websocket = websockets.get(socket.sid)
+        if websocket is not None and websocket.transport is not None:
+            websocket.transport.abort()
+    if socket.upgraded:
+        # python-engineio's WebSocket writer closes the WebSocket only when its queue
+        # says so; socket.io-client's WebSocket transport ignores the CLOSE packet.
+        socket.queue.put_nowait(None)
+    eio.sockets.pop(socket.sid, None)
+
+
 def websocket_class(
     *, compress: bool, too_large: Callable[[str, str], None] = lambda eio_sid, detail: None
 ) -> type[WebSocket]:

@@ -224,7 +224,15 @@ class Metrics:
         )
         self.browser_upstream_connections = Gauge(
             "enricher_browser_upstream_connections",
-            "Backend connections opened for browsers (client_event_upstream: per_browser).",
+            "Backend connections opened for browsers (each browser's own: transparent mode).",
+            registry=registry,
+        )
+        self.backend_connects = Counter(
+            "enricher_backend_connects",
+            "Browsers' own backend connections (transparent mode), by outcome: 'connected', "
+            "or why not ('unreachable', 'timeout', 'refused': an HTTP answer, "
+            "'no_open_packet': not engine.io).",
+            ["outcome"],
             registry=registry,
         )
         self.room_checks = Counter(

@@ -1,0 +1,521 @@
+"""Transparent mode: every browser gets its own backend connection, both ways.
+
+::
+
+    Browser ⇄ Session ⇄ Backend socket          (one pair per browser connection)
+                 │
+                 ├─ the join of this browser's stream (new_room held, then its snapshot)
+                 └─ SharedRooms: GET /rooms/<id> once per room, for every session
+
+A browser's engine.io connection is answered only once its own backend connection is open,
+made with the browser's handshake (its query, Cookie, Authorization and other end-to-end
+headers, X-Forwarded-For); a backend that cannot be reached fails the browser's connection
+as it would have failed directly, and the browser's client retries by itself. Socket.IO
+packets then pass as they came, both ways, on every namespace: CONNECT with its ``auth``
+and the backend's answer or refusal, events, acks (their ids are the browser's and the
+backend's own: one connection each way), binary attachments, DISCONNECT. The backend sees
+each browser as it did directly, and each browser gets what the backend sent on its own
+connection, nothing else. Only the backend's ``new_room``, ``new_message`` and
+``room:new_message`` events of namespace ``/`` go through the join of that browser's
+stream, which holds a new room until it is known and sends its ``new_room_complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import engineio
+import structlog
+from aiohttp import web
+from cachetools import TTLCache
+from engineio import packet as eio_packet
+
+from . import jsonwire, packets
+from .access import Credentials, Gate, Refused
+from .backend import FetchRoom, RestResult
+from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
+from .downstream import RESERVED_EVENTS, RateLimit, WholeBody, origins_check
+from .driver import JoinDriver
+from .fanout import close_engine_socket, websocket_class
+from .join import (
+    NEW_MESSAGE,
+    NEW_ROOM,
+    ROOM_MESSAGE,
+    Emit,
+    Join,
+    JoinLimits,
+    NewRoomMode,
+    RestFailure,
+)
+from .metrics import Metrics, event_label
+from .passthrough import Rules, request_headers
+
+log = structlog.get_logger("enricher.sessions")
+
+JOINED_EVENTS = frozenset({NEW_ROOM, NEW_MESSAGE, ROOM_MESSAGE})
+# The join of one browser's stream remembers less, and for less long, than a join of every
+# browser's would: it exists once per browser.
+SESSION_MAX_IDS = 10_000
+SESSION_MESSAGE_ID_TTL = 60.0
+SESSION_KNOWN_ROOM_TTL = 600.0
+# Headers of the browser's WebSocket handshake that are its own connection's, not the
+# backend's (aiohttp makes its own).
+_WEBSOCKET_OWN = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions")
+
+
+def session_limits(limits: JoinLimits) -> JoinLimits:
+    """The join bounds of one browser's stream."""
+    return replace(
+        limits,
+        max_known_rooms=min(limits.max_known_rooms, SESSION_MAX_IDS),
+        max_message_ids=min(limits.max_message_ids, SESSION_MAX_IDS),
+        known_room_ttl=min(limits.known_room_ttl, SESSION_KNOWN_ROOM_TTL),
+        message_id_ttl=min(limits.message_id_ttl, SESSION_MESSAGE_ID_TTL),
+        max_pending_rooms=min(limits.max_pending_rooms, SESSION_MAX_IDS),
+    )
+
+
+class SharedRooms:
+    """``GET /rooms/<id>`` for every session at once: one request per room at a time, and
+    its answer given to every session that asks within ``reuse`` seconds of it. A session
+    asking again (its answer did not show the room's first message yet) gets a newer
+    answer than the one it had, or a new request."""
+
+    def __init__(self, fetch_room: FetchRoom, reuse: float, clock: Callable[[], float]) -> None:
+        self._fetch_room = fetch_room
+        self._clock = clock
+        self._in_flight: dict[str, asyncio.Future[tuple[float, RestResult]]] = {}
+        self._answers: TTLCache[str, tuple[float, RestResult]] = TTLCache(10_000, reuse)
+        self.requests = 0  # made to the backend
+
+    async def fetch(self, room_id: str, newer_than: float | None) -> tuple[float, RestResult]:
+        """The room's answer and when it came."""
+        answer = self._answers.get(room_id)
+        if answer is not None and (newer_than is None or answer[0] > newer_than):
+            return answer
+        future = self._in_flight.get(room_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._in_flight[room_id] = future
+            try:
+                self.requests += 1
+                result = await self._fetch_room(room_id, lambda: True)
+                answer = (self._clock(), result)
+                if not isinstance(result, RestFailure):
+                    self._answers[room_id] = answer
+                future.set_result(answer)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody else may be waiting
+                raise
+            finally:
+                del self._in_flight[room_id]
+            return answer
+        return await asyncio.shield(future)
+
+    def __len__(self) -> int:
+        return len(self._answers) + len(self._in_flight)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """What the relay is told by the composition root."""
+
+    backend: str  # the backend's Socket.IO base URL
+    backend_path: str  # its Socket.IO path
+    connect_timeout: float
+    client_events: frozenset[str] | None  # None: every event
+    max_queued_events: int
+    auth_timeout: float
+    limits: JoinLimits
+    new_room_mode: NewRoomMode
+
+
+class Session:
+    """One browser connection and its own backend connection, with the join of its stream.
+    Opened at the browser's engine.io handshake, closed with either side."""
+
+    def __init__(
+        self, relay: Relay, eio_sid: str, backend: Callable[[Session], BackendSocket]
+    ) -> None:
+        self.relay = relay
+        self.eio_sid = eio_sid
+        self.backend = backend(self)
+        self.driver: JoinDriver | None = None  # made at the first event the join takes
+        self.reader: asyncio.Task[None] | None = None
+        self.swallow = 0  # attachments of a refused binary packet still to come
+        self.expiry: asyncio.TimerHandle | None = None
+        self.closing = False
+        self._args: tuple[Any, ...] | None = None  # of the event the join is given now
+        self._text = ""
+        self._answered: dict[str, float] = {}  # when REST last answered, by room
+
+    # -- backend to browser --------------------------------------------------------------
+
+    def from_backend(self, message: Message) -> None:
+        """One engine.io message from the backend, in order."""
+        if isinstance(message, str) and message[:1] == "2":
+            try:
+                header = packets.read_header(message)
+            except packets.BadPacket:
+                header = None
+            if header is not None and header.namespace == "/" and header.ack_id is None:
+                name = packets.event_name(message, header)
+                if name in JOINED_EVENTS:
+                    self._join_event(name, message, header)
+                    return
+        self.to_browser(message)
+
+    def _join_event(self, name: str, text: str, header: packets.Header) -> None:
+        try:
+            args = packets.arguments(text, header)
+        except (ValueError, RecursionError):  # the browser gets it as it came
+            self.relay.metrics.payload_rejected(name, "undecodable")
+            log.warning("payload_rejected", upstream_event=name, reason="undecodable")
+            self.to_browser(text)
+            return
+        if self.driver is None:
+            self.driver = self.relay.join_driver(self)
+        self._args, self._text = args, text
+        try:
+            self.driver.upstream_event(name, args)
+        finally:
+            self._args = None
+
+    def emit(self, action: Emit) -> None:
+        """Carry out an emit of this browser's join: the backend's packet as it came when
+        it is the event given, else the event encoded."""
+        if action.args is self._args and self._args is not None:
+            self.to_browser(self._text)
+        else:
+            self.to_browser(packets.event(action.event, action.args))
+        self.relay.metrics.events_emitted.labels(event_label(action.event)).inc()
+
+    def to_browser(self, message: Message) -> None:
+        socket = self.relay.eio.sockets.get(self.eio_sid)
+        if socket is None or socket.closed:
+            return
+        if socket.queue.qsize() >= self.relay.settings.max_queued_events:
+            self.relay.drop(self, "backlog")
+            return
+        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, message))
+
+    async def fetch_room(self, room_id: str, wanted: Callable[[], bool]) -> RestResult:
+        """The join's ``GET /rooms/<id>``, shared with every other session."""
+        at, answer = await self.relay.rooms.fetch(room_id, self._answered.pop(room_id, None))
+        pending = self.driver.pending_rooms if self.driver is not None else {}
+        if room_id in pending:  # it may ask again: then for a newer answer than this one
+            self._answered[room_id] = at
+            if len(self._answered) > 2 * len(pending) + 16:
+                self._answered = {r: t for r, t in self._answered.items() if r in pending}
+        return answer
+
+    async def run(self) -> None:
+        """Relay the backend's messages until its connection ends; then the browser's
+        ends too (it reconnects by itself, unless the backend told it not to)."""
+        try:
+            await self.backend.run()
+        finally:
+            if not self.closing:
+                log.info("backend_socket_closed", sid=self.eio_sid, by=self.backend.closed_by)
+                await self.relay.close_browser(self)
+
+    # -- browser to backend --------------------------------------------------------------
+
+    async def from_browser(self, message: Message) -> None:
+        """One engine.io message from the browser, in order."""
+        if isinstance(message, bytes):
+            if self.swallow:
+                self.swallow -= 1
+                return
+            await self.backend.send(message)
+            return
+        try:
+            header = packets.read_header(message)
+        except packets.BadPacket:
+            header = None  # the backend answers it as it would have directly
+        if header is not None and header.type == packets.CONNECT:
+            if not await self.relay.admit(self, message, header):
+                return
+        elif header is not None and header.type in (packets.EVENT, packets.BINARY_EVENT):
+            refusal = self.relay.refusal(self, message, header)
+            if refusal is not None:
+                self.swallow = header.attachments
+                if header.ack_id is not None:
+                    self.to_browser(packets.ack(header.ack_id, (refusal,), header.namespace))
+                return
+        await self.backend.send(message)
+
+    async def close(self) -> None:
+        """The browser left (or is made to): so does its backend connection."""
+        self.closing = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+        if self.driver is not None:
+            self.driver.stop()
+        await self.backend.close()
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+
+    @property
+    def rooms_held(self) -> int:
+        return 0 if self.driver is None else len(self.driver.pending_rooms)
+
+
+class Relay:
+    """The browsers' side in transparent mode: an engine.io server on aiohttp whose every
+    connection is a :class:`Session`."""
+
+    def __init__(
+        self,
+        settings: RelaySettings,
+        metrics: Metrics,
+        http: aiohttp.ClientSession,
+        rooms: SharedRooms,
+        *,
+        rules: Rules,
+        tls: Any,
+        gate: Gate | None,
+        cors_origins: list[str] | str,
+        socketio_path: str,
+        compression: bool,
+        max_payload_bytes: int,
+        ping_interval: float,
+        ping_timeout: float,
+        rate_limit: RateLimit,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.rooms = rooms
+        self._http = http
+        self._rules = rules
+        self._tls = tls
+        self._gate = gate
+        self._rate_limit = rate_limit
+        self._limited: set[str] = set()
+        self.sessions: dict[str, Session] = {}
+        self.accepting = True
+        self.backend_reachable = True  # the latest backend connection attempt reached it
+        self._tasks: set[asyncio.Future[Any]] = set()
+        websocket = websocket_class(compress=compression)
+        self._websockets = websocket.sockets
+        self.eio = engineio.AsyncServer(
+            async_mode="aiohttp",
+            async_handlers=False,  # each browser's messages handled in order, no task each
+            cors_allowed_origins="*" if cors_origins == "*" else origins_check(cors_origins),
+            max_http_buffer_size=max_payload_bytes,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            logger=False,
+        )
+        translate = self.eio._async["translate_request"]
+
+        def translate_request(request: web.Request) -> dict[str, Any]:
+            environ: dict[str, Any] = translate(request)
+            environ["wsgi.input"] = WholeBody(request.content)
+            return environ
+
+        self.eio._async = {
+            **self.eio._async,
+            "websocket": websocket,
+            "translate_request": translate_request,
+        }
+        self.eio.on("connect", self._connect)
+        self.eio.on("message", self._message)
+        self.eio.on("disconnect", self._disconnect)
+        self.app = web.Application()
+        self.eio.attach(self.app, engineio_path=socketio_path)
+
+    def join_driver(self, session: Session) -> JoinDriver:
+        join = Join(limits=self.settings.limits, new_room_mode=self.settings.new_room_mode)
+        return JoinDriver(join, session.fetch_room, None, self.metrics, send=session.emit)
+
+    def sizes(self) -> dict[str, int]:
+        """Entries of each table kept per browser; all 0 once every browser has left."""
+        return {
+            "browser_engine_sockets": len(self.eio.sockets),
+            "browser_websockets": len(self._websockets),
+            "browser_sessions": len(self.sessions),
+            "browser_rate_buckets": len(self._rate_limit),
+            "browser_rate_limited": len(self._limited),
+            "session_rooms_held": sum(s.rooms_held for s in self.sessions.values()),
+            "shared_room_answers": len(self.rooms),
+        }
+
+    # -- engine.io handlers --------------------------------------------------------------
+
+    async def _connect(self, eio_sid: str, environ: dict[str, Any]) -> bool | str:
+        """A browser's handshake: answered once its own backend connection is open."""
+        if not self.accepting:
+            return "shutting_down"
+        request: web.Request = environ["aiohttp.request"]
+        headers = request_headers(
+            request.headers,
+            request.remote,
+            request.scheme,
+            request.host,
+            self._rules.trusts(request.remote),
+        )
+        for name in _WEBSOCKET_OWN:
+            headers.popall(name, None)
+        url = backend_url(
+            self.settings.backend, self.settings.backend_path, list(request.query.items())
+        )
+        session = Session(
+            self,
+            eio_sid,
+            lambda session: BackendSocket(self._http, session.from_backend, self._tls),
+        )
+        backend = session.backend
+        try:
+            await backend.open(url, headers, self.settings.connect_timeout)
+        except BackendUnavailable as exc:
+            self.backend_reachable = exc.reason == "refused"
+            self.metrics.backend_connects.labels(exc.reason).inc()
+            log.warning(
+                "backend_connect_failed",
+                reason=exc.reason,
+                detail=exc.detail,
+                remote=request.remote,
+            )
+            return "backend_unavailable"
+        self.backend_reachable = True
+        self.metrics.backend_connects.labels("connected").inc()
+        if eio_sid not in self.eio.sockets:  # the browser left meanwhile
+            await backend.close()
+            return "gone"
+        self.sessions[eio_sid] = session
+        self.metrics.browsers.inc()
+        self.metrics.browser_upstream_connections.set(len(self.sessions))
+        session.reader = self._background(session.run())
+        log.debug("browser_connected", sid=eio_sid, remote=request.remote)
+        return True
+
+    async def _message(self, eio_sid: str, data: Message) -> None:
+        session = self.sessions.get(eio_sid)
+        if session is not None:
+            await session.from_browser(data)
+
+    async def _disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        session = self.sessions.pop(eio_sid, None)
+        if session is None:
+            return
+        self.metrics.browsers.dec()
+        self.metrics.browser_upstream_connections.set(len(self.sessions))
+        self._rate_limit.forget(eio_sid)
+        self._limited.discard(eio_sid)
+        log.debug("browser_disconnected", sid=eio_sid, reason=str(reason))
+        if not session.closing:
+            await session.close()
+
+    # -- what the relay decides ----------------------------------------------------------
+
+    async def admit(self, session: Session, text: str, header: packets.Header) -> bool:
+        """Check a CONNECT's credentials with ``auth.mode`` (the backend checks them too);
+        a refused one gets a ``connect_error`` from enricher and never reaches the backend."""
+        if self._gate is None:
+            return True
+        environ = self.eio.environ.get(session.eio_sid, {})
+        try:
+            auth = jsonwire.loads(text[header.body :]) if text[header.body :] else None
+        except (ValueError, RecursionError):
+            auth = None
+        credentials = Credentials.from_handshake(environ, auth)
+        reason: str | None = None
+        try:
+            async with asyncio.timeout(self.settings.auth_timeout):
+                admission = await self._gate.admit(credentials)
+        except Refused as exc:
+            reason = exc.reason
+        except TimeoutError:
+            reason = "auth_unavailable"
+        except Exception:  # a check that broke refuses: never admitted by accident
+            log.exception("browser_admission_failed")
+            reason = "auth_error"
+        if reason is not None:
+            log.warning("browser_refused", reason=reason, sid=session.eio_sid)
+            self.metrics.browser_admissions.labels(reason).inc()
+            session.to_browser(
+                packets.connect_error("unauthorized", {"reason": reason}, header.namespace)
+            )
+            return False
+        self.metrics.browser_admissions.labels("admitted").inc()
+        if admission.expires_at is not None and session.expiry is None:
+            session.expiry = asyncio.get_running_loop().call_later(
+                max(0.0, admission.expires_at - time.time()),
+                lambda: self._background(self._expire(session)),
+            )
+        return True
+
+    async def _expire(self, session: Session) -> None:
+        log.info("browser_credentials_expired", sid=session.eio_sid)
+        self.metrics.browsers_dropped.labels("credentials_expired").inc()
+        await self.close_browser(session)
+
+    def refusal(self, session: Session, text: str, header: packets.Header) -> dict[str, Any] | None:
+        """Why a browser event is not sent to the backend (its error ack), or None."""
+        name = packets.event_name(text, header)
+        sid = session.eio_sid
+        if not self._rate_limit.allow(sid):
+            reason = "rate_limited"
+        elif name is None:
+            return None  # not an event the backend takes: it answers as it would directly
+        elif name in RESERVED_EVENTS and name != "*":
+            reason = "event_reserved"
+        elif self.settings.client_events is not None and name not in self.settings.client_events:
+            reason = "event_not_allowed"
+        else:
+            self._limited.discard(sid)
+            self.metrics.client_events.labels(event_label(name), "forwarded").inc()
+            return None
+        event = name if name is not None else "other"
+        if reason != "rate_limited" or sid not in self._limited:
+            log.warning("client_event_refused", client_event=event, reason=reason, sid=sid)
+        if reason == "rate_limited":
+            self._limited.add(sid)
+        self.metrics.client_events.labels(event_label(event), reason).inc()
+        return {"error": reason, "event": event}
+
+    def drop(self, session: Session, reason: str) -> None:
+        """A browser that stopped reading: disconnected, its backend connection closed."""
+        if session.closing:
+            return
+        session.closing = True
+        log.warning("browser_dropped", sid=session.eio_sid, reason=reason)
+        self.metrics.browsers_dropped.labels(reason).inc()
+        self._background(self.close_browser(session))
+
+    async def close_browser(self, session: Session) -> None:
+        """Close a browser's connection at the engine.io level (after what was queued for
+        it), and its backend connection."""
+        session.closing = True
+        socket = self.eio.sockets.get(session.eio_sid)
+        if socket is not None:
+            await close_engine_socket(self.eio, self._websockets, socket)
+        await self._disconnect(session.eio_sid, "server disconnect")
+        await session.close()
+
+    async def close(self) -> None:
+        """Refuse new browsers, send each held room, and close every connection, so that
+        socket.io-client reconnects by itself (to another replica)."""
+        self.accepting = False
+        for session in list(self.sessions.values()):
+            if session.driver is not None:
+                await session.driver.flush("shutdown")
+        await asyncio.gather(
+            *(self.close_browser(session) for session in list(self.sessions.values()))
+        )
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
+        return task
