@@ -338,6 +338,11 @@ async def _transparent(
             auth_timeout=settings.auth.timeout,
             limits=session_limits(settings.join_limits()),
             new_room_mode=settings.new_room_mode,
+            max_disconnection=settings.recovery.max_disconnection
+            if settings.recovery.enabled
+            else None,
+            max_missed=settings.recovery.max_events,
+            heartbeat=settings.ping_interval + settings.ping_timeout,
         ),
         metrics,
         session,

@@ -38,6 +38,7 @@ from .shared import Entry, SharedLog, identity
 
 log = structlog.get_logger("enricher.downstream")
 
+NOOP = eio_packet.Packet(eio_packet.NOOP).encode()
 # Above this many bytes waiting in a socket's transport, its events are queued instead.
 WRITE_BUFFER_LIMIT = 64 * 1024
 
@@ -112,6 +113,11 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
             exception.__traceback__ = None
 
     async def send(self, message: str | bytes) -> None:
+        if message == NOOP:
+            # python-engineio queues a NOOP to end a poll when the upgrade completes, and
+            # answers the UPGRADE packet with one: over the WebSocket, neither has a use,
+            # and a Node server sends none (a client counting packets sees the difference).
+            return
         self.sending += 1
         try:
             await super().send(message)

@@ -286,3 +286,65 @@ def _reaches(stored: Stored, session: Session) -> bool:
     if session.sid in stored.skip:
         return False
     return stored.rooms is None or not stored.rooms.isdisjoint(session.rooms)
+
+
+class SentLog:
+    """What was sent to one browser lately (transparent mode), numbered from 1, so that it
+    gets what it missed when it comes back after a blip.
+
+    While the browser is connected only the last ``window`` seconds are kept: a connection
+    that broke is noticed within the heartbeat (ping interval and timeout), so what was
+    written to it earlier had arrived. While it is away everything is kept, up to
+    ``limit`` messages; past that it cannot recover (:attr:`overflowed`).
+    """
+
+    def __init__(self, window: float, limit: int) -> None:
+        self._window = window
+        self._limit = limit
+        self._messages: deque[str | bytes] = deque()
+        self._first = 1  # the number of _messages[0]
+        self._marks: deque[tuple[float, int]] = deque()  # (when, first number sent then)
+        self.overflowed = False
+
+    @property
+    def last(self) -> int:
+        """The number of the latest message (0: none yet)."""
+        return self._first + len(self._messages) - 1
+
+    def add(self, message: str | bytes, now: float, away: bool) -> int:
+        """Keep a message sent (or, ``away``, to be sent on the browser's return); its number."""
+        if not away:
+            self._trim(now)
+        elif len(self._messages) >= self._limit:
+            self.overflowed = True
+        if self.overflowed:  # numbers go on, nothing is kept
+            self._first += len(self._messages) + 1
+            self._messages.clear()
+            self._marks.clear()
+            return self._first - 1
+        self._messages.append(message)
+        number = self.last
+        if not self._marks or now - self._marks[-1][0] >= 1.0:
+            self._marks.append((now, number))
+        return number
+
+    def _trim(self, now: float) -> None:
+        """Forget what was sent more than ``window`` seconds ago (a second at a time), and
+        beyond ``limit`` messages."""
+        oldest = now - self._window
+        while self._marks and self._marks[0][0] <= oldest:
+            self._marks.popleft()
+        keep_from = self._marks[0][1] if self._marks else self.last + 1
+        keep_from = max(keep_from, self.last + 2 - self._limit)
+        while self._first < keep_from and self._messages:
+            self._messages.popleft()
+            self._first += 1
+
+    def after(self, number: int) -> list[str | bytes] | None:
+        """Every message after ``number``, in order; None when some are no longer kept."""
+        if self.overflowed or number + 1 < self._first or number > self.last:
+            return None
+        return list(self._messages)[number + 1 - self._first :]
+
+    def __len__(self) -> int:
+        return len(self._messages)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -40,7 +41,7 @@ from . import jsonwire, packets
 from .access import Credentials, Gate, Refused
 from .backend import FetchRoom, RestResult
 from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
-from .downstream import RESERVED_EVENTS, RateLimit, WholeBody, origins_check
+from .downstream import RESERVED_EVENTS, RESYNC, RateLimit, WholeBody, origins_check
 from .driver import JoinDriver
 from .fanout import close_engine_socket, websocket_class
 from .join import (
@@ -55,6 +56,7 @@ from .join import (
 )
 from .metrics import Metrics, event_label
 from .passthrough import Rules, request_headers
+from .recovery import SentLog
 
 log = structlog.get_logger("enricher.sessions")
 
@@ -79,6 +81,37 @@ def session_limits(limits: JoinLimits) -> JoinLimits:
         message_id_ttl=min(limits.message_id_ttl, SESSION_MESSAGE_ID_TTL),
         max_pending_rooms=min(limits.max_pending_rooms, SESSION_MAX_IDS),
     )
+
+
+# enricher's session ids start so (a Node server's never do): a browser presenting one
+# is not presenting the backend's
+PID_PREFIX = "enricher."
+
+
+def _auth(text: str, header: packets.Header) -> Any:
+    """A CONNECT packet's ``auth`` payload (None when it has none or it does not decode)."""
+    body = text[header.body :]
+    try:
+        return jsonwire.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _stamped(message: Message, offset: int) -> Message:
+    """An event packet of namespace ``/`` with its offset as a last argument, as a
+    Socket.IO server with connection state recovery sends it; anything else as it is."""
+    if not isinstance(message, str) or not message.endswith("]"):
+        return message
+    kind = message[:1]
+    if kind == "2":
+        rest = message[1:2]
+    elif kind == "5":
+        rest = message[message.find("-") + 1 : message.find("-") + 2]
+    else:
+        return message
+    if rest == "/":
+        return message
+    return f'{message[:-1]},"{offset}"]'
 
 
 class SharedRooms:
@@ -135,6 +168,11 @@ class RelaySettings:
     auth_timeout: float
     limits: JoinLimits
     new_room_mode: NewRoomMode
+    # Connection state recovery by enricher, for backends without their own (None: off):
+    # how long a browser may be away, and how many messages are kept for it meanwhile.
+    max_disconnection: float | None = None
+    max_missed: int = 10_000
+    heartbeat: float = 45.0  # the browsers' ping interval and timeout
 
 
 class Session:
@@ -152,6 +190,15 @@ class Session:
         self.swallow = 0  # attachments of a refused binary packet still to come
         self.expiry: asyncio.TimerHandle | None = None
         self.closing = False
+        # Connection state recovery by enricher (the backend has none of its own): the pid
+        # given to the browser, what was sent to it lately, its "/" CONNECT answer.
+        self.pid: str | None = None
+        self.sent: SentLog | None = None
+        self.connected_answer = ""
+        self.namespaces: set[str] = set()  # connected, by the backend's answers
+        self.away: asyncio.TimerHandle | None = None  # while its browser is away
+        self.holder: str | None = None  # whose credentials it was admitted with
+        self.resync = False  # a browser that could not recover: told once connected
         self._args: tuple[Any, ...] | None = None  # of the event the join is given now
         self._text = ""
         self._answered: dict[str, float] = {}  # when REST last answered, by room
@@ -160,7 +207,9 @@ class Session:
 
     def from_backend(self, message: Message) -> None:
         """One engine.io message from the backend, in order."""
-        if isinstance(message, str) and message[:1] == "2":
+        if isinstance(message, str) and message[:1] in ("0", "1"):
+            message = self._connection_packet(message)
+        elif isinstance(message, str) and message[:1] == "2":
             try:
                 header = packets.read_header(message)
             except packets.BadPacket:
@@ -171,6 +220,39 @@ class Session:
                     self._join_event(name, message, header)
                     return
         self.to_browser(message)
+
+    def _connection_packet(self, text: str) -> str:
+        """The backend's CONNECT answer or DISCONNECT of a namespace: which namespaces are
+        connected; on ``/``, without a ``pid`` of the backend's own, enricher's, so that the
+        browser may recover its session after a blip."""
+        try:
+            header = packets.read_header(text)
+        except packets.BadPacket:
+            return text
+        if header.type == packets.DISCONNECT:
+            self.namespaces.discard(header.namespace)
+            return text
+        self.namespaces.add(header.namespace)
+        window = self.relay.settings.max_disconnection
+        if header.namespace != "/" or window is None:
+            return text
+        try:
+            answer = jsonwire.loads(text[header.body :])
+        except (ValueError, RecursionError):
+            return text
+        if not isinstance(answer, dict) or "pid" in answer:
+            return text  # the backend recovers sessions itself: its pid and offsets pass
+        if self.pid is None:
+            settings = self.relay.settings
+            self.pid = PID_PREFIX + secrets.token_urlsafe(12)
+            self.sent = SentLog(settings.heartbeat + 1.0, settings.max_missed)
+        self.connected_answer = "0" + jsonwire.dumps({**answer, "pid": self.pid})
+        if self.resync:
+            self.resync = False
+            self.relay.metrics.resyncs.labels("recovery_failed").inc()
+            self.to_browser(self.connected_answer)
+            return packets.event(RESYNC, ({"reason": "recovery_failed"},))
+        return self.connected_answer
 
     def _join_event(self, name: str, text: str, header: packets.Header) -> None:
         try:
@@ -198,6 +280,20 @@ class Session:
         self.relay.metrics.events_emitted.labels(event_label(action.event)).inc()
 
     def to_browser(self, message: Message) -> None:
+        """Send (or, while the browser is away, keep) one message; with enricher's recovery,
+        an event of ``/`` carries its offset as its last argument."""
+        sent = self.sent
+        if sent is not None:
+            message = _stamped(message, sent.last + 1)
+            sent.add(message, asyncio.get_running_loop().time(), away=self.away is not None)
+            if sent.overflowed and self.away is not None:
+                self.relay.forget(self, "too_many_missed")
+                return
+        if self.away is not None:
+            return
+        self._write(message)
+
+    def _write(self, message: Message) -> None:
         socket = self.relay.eio.sockets.get(self.eio_sid)
         if socket is None or socket.closed:
             return
@@ -243,6 +339,18 @@ class Session:
         if header is not None and header.type == packets.CONNECT:
             if not await self.relay.admit(self, message, header):
                 return
+            if header.namespace == "/":
+                auth = _auth(message, header)
+                pid = auth.get("pid") if isinstance(auth, dict) else None
+                if isinstance(pid, str) and pid.startswith(PID_PREFIX):
+                    if self.relay.resume(self, pid, auth.get("offset")):
+                        return
+                    # not recovered: a new session, which the backend never knew of
+                    self.resync = True
+                    rest = {k: v for k, v in auth.items() if k not in ("pid", "offset")}
+                    message = "0" + jsonwire.dumps(rest) if rest else "0"
+        elif header is not None and header.type == packets.DISCONNECT:
+            self.namespaces.discard(header.namespace)
         elif header is not None and header.type in (packets.EVENT, packets.BINARY_EVENT):
             refusal = self.relay.refusal(self, message, header)
             if refusal is not None:
@@ -255,8 +363,9 @@ class Session:
     async def close(self) -> None:
         """The browser left (or is made to): so does its backend connection."""
         self.closing = True
-        if self.expiry is not None:
-            self.expiry.cancel()
+        for timer in (self.expiry, self.away):
+            if timer is not None:
+                timer.cancel()
         if self.driver is not None:
             self.driver.stop()
         await self.backend.close()
@@ -302,6 +411,7 @@ class Relay:
         self._rate_limit = rate_limit
         self._limited: set[str] = set()
         self.sessions: dict[str, Session] = {}
+        self.kept: dict[str, Session] = {}  # by pid: sessions whose browser is away
         self.accepting = True
         self.backend_reachable = True  # the latest backend connection attempt reached it
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -344,6 +454,8 @@ class Relay:
             "browser_engine_sockets": len(self.eio.sockets),
             "browser_websockets": len(self._websockets),
             "browser_sessions": len(self.sessions),
+            "recovery_sessions": len(self.kept),
+            "recovery_events": sum(len(s.sent) for s in self.kept.values() if s.sent),
             "browser_rate_buckets": len(self._rate_limit),
             "browser_rate_limited": len(self._limited),
             "session_rooms_held": sum(s.rooms_held for s in self.sessions.values()),
@@ -409,12 +521,80 @@ class Relay:
         if session is None:
             return
         self.metrics.browsers.dec()
-        self.metrics.browser_upstream_connections.set(len(self.sessions))
         self._rate_limit.forget(eio_sid)
         self._limited.discard(eio_sid)
-        log.debug("browser_disconnected", sid=eio_sid, reason=str(reason))
-        if not session.closing:
+        kept = self._keep(session, reason)
+        log.debug("browser_disconnected", sid=eio_sid, reason=str(reason), recoverable=kept)
+        if not kept and not session.closing:
             await session.close()
+        self.metrics.browser_upstream_connections.set(len(self.sessions) + len(self.kept))
+
+    def _keep(self, session: Session, reason: Any) -> bool:
+        """A browser whose connection was lost, not left on purpose (it would have sent its
+        DISCONNECT first) nor closed by enricher: its backend connection stays, and what
+        comes meanwhile is kept for its return."""
+        window = self.settings.max_disconnection
+        if (
+            window is None
+            or session.pid is None
+            or session.sent is None
+            or session.closing
+            or not self.accepting
+            or session.namespaces != {"/"}
+            or reason == "server disconnect"
+        ):
+            return False
+        session.away = asyncio.get_running_loop().call_later(
+            window, lambda: self.forget(session, "expired")
+        )
+        self.kept[session.pid] = session
+        return True
+
+    def forget(self, session: Session, reason: str) -> None:
+        """A kept session nobody came back for in time (or that missed too much): its
+        backend connection is closed now, as the browser's was."""
+        if session.pid is None or self.kept.get(session.pid) is not session:
+            return
+        del self.kept[session.pid]
+        log.info("browser_session_expired", sid=session.eio_sid, reason=reason)
+        self.metrics.browser_upstream_connections.set(len(self.sessions) + len(self.kept))
+        self._background(session.close())
+
+    def resume(self, fresh: Session, pid: str, offset: object) -> bool:
+        """A browser back after a blip presenting its session's pid: its kept session (its
+        backend connection, its join) takes the new connection over, with every message
+        it missed, then its CONNECT answer again; ``fresh``'s backend connection, which no
+        namespace was opened on, is closed. False when it cannot be given back."""
+        kept = self.kept.get(pid)
+        number = int(offset) if isinstance(offset, str) and offset.isdigit() else None
+        missed = None
+        if kept is None or kept.holder != fresh.holder:
+            outcome = "unknown_session"
+        elif kept.sent is None or number is None or (missed := kept.sent.after(number)) is None:
+            outcome = "unknown_offset"
+        else:
+            outcome = "recovered"
+        self.metrics.recoveries.labels(outcome).inc()
+        if kept is None or missed is None:
+            log.info("browser_not_recovered", sid=fresh.eio_sid, reason=outcome)
+            if kept is not None:
+                self.forget(kept, outcome)
+            return False
+        del self.kept[pid]
+        assert kept.away is not None
+        kept.away.cancel()
+        kept.away = None
+        self.sessions[fresh.eio_sid] = kept
+        kept.eio_sid = fresh.eio_sid
+        kept.expiry = fresh.expiry  # the new credentials' expiry
+        fresh.expiry = None
+        fresh.closing = True
+        self._background(fresh.close())
+        for message in missed:
+            kept._write(message)
+        kept._write(kept.connected_answer)
+        log.info("browser_recovered", sid=fresh.eio_sid, missed=len(missed))
+        return True
 
     # -- what the relay decides ----------------------------------------------------------
 
@@ -424,10 +604,9 @@ class Relay:
         if self._gate is None:
             return True
         environ = self.eio.environ.get(session.eio_sid, {})
-        try:
-            auth = jsonwire.loads(text[header.body :]) if text[header.body :] else None
-        except (ValueError, RecursionError):
-            auth = None
+        auth = _auth(text, header)
+        if isinstance(auth, dict):  # socket.io-client's own keys for recovery
+            auth = {k: v for k, v in auth.items() if k not in ("pid", "offset")}
         credentials = Credentials.from_handshake(environ, auth)
         reason: str | None = None
         try:
@@ -448,6 +627,7 @@ class Relay:
             )
             return False
         self.metrics.browser_admissions.labels("admitted").inc()
+        session.holder = admission.holder
         if admission.expires_at is not None and session.expiry is None:
             session.expiry = asyncio.get_running_loop().call_later(
                 max(0.0, admission.expires_at - time.time()),
@@ -507,6 +687,8 @@ class Relay:
         """Refuse new browsers, send each held room, and close every connection, so that
         socket.io-client reconnects by itself (to another replica)."""
         self.accepting = False
+        for session in list(self.kept.values()):
+            self.forget(session, "shutdown")
         for session in list(self.sessions.values()):
             if session.driver is not None:
                 await session.driver.flush("shutdown")
