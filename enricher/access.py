@@ -31,6 +31,8 @@ log = structlog.get_logger("enricher.access")
 
 # The handshake headers that carry a browser's credentials, as WSGI environ keys.
 _CREDENTIAL_HEADERS = {"Cookie": "HTTP_COOKIE", "Authorization": "HTTP_AUTHORIZATION"}
+# What of a handshake's environ Credentials.from_handshake reads.
+HANDSHAKE_CREDENTIALS = (*_CREDENTIAL_HEADERS.values(), "QUERY_STRING")
 _CACHE_SIZE = 10_000
 JWKS_RETRY_AFTER = 5.0  # seconds a key set URL that failed is left alone
 

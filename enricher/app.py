@@ -30,7 +30,7 @@ from .recovery import Recovery
 from .sessions import Relay, RelaySettings, SharedRooms, session_limits
 from .shared import Entry, SharedLog
 from .tls import client_context
-from .upstream import BrowserConnections, Upstream
+from .upstream import Upstream
 
 log = structlog.get_logger("enricher")
 
@@ -236,11 +236,6 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             if settings.auth.room_check
             else None,
             auth_timeout=settings.auth.timeout,
-            browser_connections=BrowserConnections(
-                settings.upstream, metrics.browser_upstream_connections.set, tls
-            )
-            if settings.client_event_upstream == "per_browser"
-            else None,
             max_payload_bytes=settings.max_payload_bytes,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,

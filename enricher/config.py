@@ -77,7 +77,7 @@ class _Section(BaseModel):
 
 
 class UpstreamSettings(_Section):
-    mode: Literal["transparent", "shared"] = "shared"
+    mode: Literal["transparent", "shared"] = "transparent"
     url: Url = "http://127.0.0.1:3000"
     socketio_path: str = "socket.io"
     headers: dict[str, str] = {}
@@ -271,7 +271,8 @@ class Settings(BaseSettings):
     client_events: list[str] | Literal["*"] = "*"
     client_event_rate: Annotated[float, Field(ge=0)] = 20.0
     client_event_burst: Annotated[int, Field(ge=1)] = 40
-    client_event_upstream: Literal["shared", "per_browser"] = "shared"
+    # Before upstream.mode: per_browser is transparent mode, shared the shared one.
+    client_event_upstream: Literal["shared", "per_browser"] | None = None
     auth: AuthSettings = AuthSettings()
     max_payload_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
     ping_interval: Seconds = 25.0
@@ -282,6 +283,18 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _former_mode_setting(self) -> Settings:
+        former = self.client_event_upstream
+        if former is not None and "mode" not in self.upstream.model_fields_set:
+            self.upstream.mode = "transparent" if former == "per_browser" else "shared"
+        if self.upstream.mode == "transparent" and self.recovery.store == "redis":
+            raise ValueError(
+                "recovery.store redis needs upstream.mode shared: in transparent mode each "
+                "browser's session is its own backend connection, held by one process"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -32,7 +32,7 @@ from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
 from .recovery import NotRecovered, Recovered, Recovery, Session
 from .shared import SharedLog
-from .upstream import BrowserConnections, UpstreamRefused, UpstreamUnavailable, as_socketio_data
+from .upstream import UpstreamUnavailable, as_socketio_data
 
 log = structlog.get_logger("enricher.downstream")
 
@@ -432,7 +432,6 @@ class Downstream:
         gate: Gate | None = None,
         room_access: RoomAccess | None = None,
         auth_timeout: float = 2.0,
-        browser_connections: BrowserConnections | None = None,
         max_payload_bytes: int = 1_000_000,
         ping_interval: float = 25.0,
         ping_timeout: float = 20.0,
@@ -451,7 +450,6 @@ class Downstream:
         self._gate = gate or OpenGate()
         self._room_access = room_access
         self._auth_timeout = auth_timeout
-        self._own_connections = browser_connections
         self._credentials: dict[str, Credentials] = {}
         self._expiries: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[None]] = set()
@@ -535,9 +533,6 @@ class Downstream:
             "browser_rate_limited": len(self._limited),
             "browser_credentials": len(self._credentials),
             "browser_expiry_timers": len(self._expiries),
-            "browser_upstream_connections": (
-                0 if self._own_connections is None else len(self._own_connections)
-            ),
             "browser_pids": len(self.sio.pids),
             "browser_unrecoverable": len(self.sio.manager.unrecoverable),
             **(
@@ -668,8 +663,6 @@ class Downstream:
         self.accepting = False
         sockets = list(self.sio.eio.sockets.values())
         await asyncio.gather(*(self._close_engine_socket(socket) for socket in sockets))
-        if self._own_connections is not None:
-            await self._own_connections.close_all()
 
     async def _close_engine_socket(self, socket: Any) -> None:
         await close_engine_socket(self.sio.eio, self._websockets, socket)
@@ -747,8 +740,6 @@ class Downstream:
         self.rate_limit.forget(sid)
         self._limited.discard(sid)
         self._credentials.pop(sid, None)
-        if self._own_connections is not None:
-            await self._own_connections.close(sid)
         expiry = self._expiries.pop(sid, None)
         if expiry is not None:
             expiry.cancel()
@@ -860,8 +851,6 @@ class Downstream:
             return self._refuse(event, "event_not_allowed", sid)
         try:
             answer = await self._forward(sid, event, args)
-        except UpstreamRefused:
-            return self._refuse(event, "upstream_refused", sid)
         except UpstreamUnavailable:
             return self._refuse(event, "upstream_unavailable", sid)
         except TimeoutError:
@@ -870,19 +859,9 @@ class Downstream:
         return answer
 
     async def _forward(self, sid: str, event: str, args: tuple[Any, ...]) -> Any:
-        """A browser's event to the backend, on the shared connection or its own; the
-        backend's ack if the browser asked for one."""
-        ack = _ack_requested.get()
-        own = self._own_connections
-        if own is None:
-            if ack:
-                return await self._backend.call(event, args, self._ack_timeout)
-            await self._backend.emit(event, args)
-            return None
-        credentials = self._credentials.get(sid)
-        if credentials is None:  # it left meanwhile
-            raise UpstreamUnavailable(event)
-        if ack:
-            return await own.call(sid, credentials, event, args, self._ack_timeout)
-        await own.emit(sid, credentials, event, args)
+        """A browser's event to the backend, on the shared connection; the backend's ack
+        if the browser asked for one."""
+        if _ack_requested.get():
+            return await self._backend.call(event, args, self._ack_timeout)
+        await self._backend.emit(event, args)
         return None

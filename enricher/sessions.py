@@ -38,7 +38,7 @@ from cachetools import TTLCache
 from engineio import packet as eio_packet
 
 from . import jsonwire, packets
-from .access import Credentials, Gate, Refused
+from .access import HANDSHAKE_CREDENTIALS, Credentials, Gate, Refused
 from .backend import FetchRoom, RestResult
 from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
 from .downstream import RESERVED_EVENTS, RESYNC, RateLimit, WholeBody, origins_check
@@ -99,7 +99,9 @@ def _auth(text: str, header: packets.Header) -> Any:
 
 def _stamped(message: Message, offset: int) -> Message:
     """An event packet of namespace ``/`` with its offset as a last argument, as a
-    Socket.IO server with connection state recovery sends it; anything else as it is."""
+    Socket.IO server with connection state recovery sends it; anything else as it is (an
+    event that asks for an ack too: its last argument is where the browser's callback goes,
+    and Socket.IO stamps none)."""
     if not isinstance(message, str) or not message.endswith("]"):
         return message
     kind = message[:1]
@@ -109,7 +111,7 @@ def _stamped(message: Message, offset: int) -> Message:
         rest = message[message.find("-") + 1 : message.find("-") + 2]
     else:
         return message
-    if rest == "/":
+    if rest != "[":  # another namespace ("/..."), or an ack id
         return message
     return f'{message[:-1]},"{offset}"]'
 
@@ -198,6 +200,7 @@ class Session:
         self.namespaces: set[str] = set()  # connected, by the backend's answers
         self.away: asyncio.TimerHandle | None = None  # while its browser is away
         self.holder: str | None = None  # whose credentials it was admitted with
+        self.handshake: dict[str, str] = {}  # its credentials' part of the handshake
         self.resync = False  # a browser that could not recover: told once connected
         self._args: tuple[Any, ...] | None = None  # of the event the join is given now
         self._text = ""
@@ -487,6 +490,8 @@ class Relay:
             lambda session: BackendSocket(self._http, session.from_backend, self._tls),
         )
         backend = session.backend
+        if self._gate is not None:
+            session.handshake = {k: environ[k] for k in HANDSHAKE_CREDENTIALS if k in environ}
         try:
             await backend.open(url, headers, self.settings.connect_timeout)
         except BackendUnavailable as exc:
@@ -603,7 +608,7 @@ class Relay:
         a refused one gets a ``connect_error`` from enricher and never reaches the backend."""
         if self._gate is None:
             return True
-        environ = self.eio.environ.get(session.eio_sid, {})
+        environ = session.handshake
         auth = _auth(text, header)
         if isinstance(auth, dict):  # socket.io-client's own keys for recovery
             auth = {k: v for k, v in auth.items() if k not in ("pid", "offset")}

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -286,117 +286,6 @@ class Upstream:
         return await ack.wait(timeout)
 
 
-class Handshake(Protocol):
-    """What a browser presented when it connected, to present again to the backend."""
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    @property
-    def auth(self) -> Any: ...
-
-    @property
-    def query(self) -> Mapping[str, str]: ...
-
-
-class UpstreamRefused(UpstreamUnavailable):
-    """The backend refused a browser's own connection (its credentials, most likely)."""
-
-
-class BrowserConnections:
-    """``client_event_upstream: per_browser``: each browser that sends events gets a backend
-    connection of its own, made with its own handshake credentials, so the backend
-    authorises its events as it did before the proxy. Opened at the browser's first event,
-    closed with the browser; events the backend sends on it are not used (browsers get
-    the backend's broadcasts through the shared connection)."""
-
-    def __init__(
-        self,
-        settings: UpstreamSettings,
-        on_count: Callable[[int], None],
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self._settings = settings
-        self._on_count = on_count
-        self._tls = tls
-        self._clients: dict[str, socketio.AsyncClient] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def __len__(self) -> int:
-        return len(self._locks)  # one per browser that sent an event, until it leaves
-
-    async def emit(self, sid: str, handshake: Handshake, event: str, args: tuple[Any, ...]) -> None:
-        """Send a browser's event on its own connection (opened if need be)."""
-        async with self._lock(sid):
-            client = await self._client(sid, handshake)
-            await client.emit(event, as_socketio_data(args))
-
-    async def call(
-        self, sid: str, handshake: Handshake, event: str, args: tuple[Any, ...], timeout: float
-    ) -> Any:
-        """Send a browser's event on its own connection and wait for the backend's ack;
-        raises ``TimeoutError`` when none came."""
-        async with self._lock(sid):
-            ack = _Ack(await self._client(sid, handshake))
-            await ack.send(event, args)
-        return await ack.wait(timeout)
-
-    async def close(self, sid: str) -> None:
-        """The browser left: so does its connection."""
-        self._locks.pop(sid, None)
-        client = self._clients.pop(sid, None)
-        if client is not None:
-            self._on_count(len(self._clients))
-            await _close(client)
-
-    async def close_all(self) -> None:
-        for sid in list(self._clients):
-            await self.close(sid)
-
-    def _lock(self, sid: str) -> asyncio.Lock:
-        # One at a time per browser, in arrival order (asyncio locks are fair): its events
-        # reach the backend in the order it sent them.
-        return self._locks.setdefault(sid, asyncio.Lock())
-
-    async def _client(self, sid: str, handshake: Handshake) -> socketio.AsyncClient:
-        client = self._clients.get(sid)
-        if client is not None and client.connected:
-            return client
-        if client is not None:  # its connection was lost: a new one
-            await _close(client)
-        settings = self._settings
-        client = _backend_client(self._tls)
-        refusal: list[Any] = []
-        client.on("connect_error", lambda data=None: refusal.append(data))
-        try:
-            await asyncio.wait_for(
-                client.connect(
-                    connect_url(settings.url, dict(handshake.query)),
-                    headers=dict(handshake.headers),
-                    auth=handshake.auth,
-                    transports=settings.transports,
-                    namespaces=["/"],
-                    socketio_path=settings.socketio_path,
-                    wait_timeout=settings.connect_timeout,
-                ),
-                settings.connect_timeout,
-            )
-        except Exception as exc:
-            await _close(client)
-            if refusal:
-                log.warning("browser_upstream_refused", sid=sid, refusal=str(refusal[0]))
-                raise UpstreamRefused("browser_upstream_refused") from None
-            log.warning("browser_upstream_failed", sid=sid, error=str(exc) or type(exc).__name__)
-            raise UpstreamUnavailable("browser_upstream_failed") from None
-        if sid not in self._locks:  # the browser left while its connection was made
-            await _close(client)
-            raise UpstreamUnavailable("browser_left")
-        self._clients[sid] = client
-        self._on_count(len(self._clients))
-        log.debug("browser_upstream_connected", sid=sid, upstream_sid=client.sid)
-        return client
-
-
 class _Ack:
     """The backend's ack of one event: :meth:`send` the event, then :meth:`wait`."""
 
@@ -424,13 +313,3 @@ class _Ack:
             for ack_id in [i for i, known in callbacks.items() if known is self._acked]:
                 del callbacks[ack_id]
             raise
-
-
-async def _close(client: socketio.AsyncClient) -> None:
-    try:
-        if client.connected:
-            await client.disconnect()
-        else:
-            await client.eio.disconnect(abort=True)
-    except Exception:
-        log.debug("browser_upstream_close_failed", exc_info=True)

@@ -132,6 +132,7 @@ async def proxy(backend: StubBackend, proxy_settings: dict[str, Any]) -> AsyncIt
     settings = load_settings(
         None,
         **{
+            "upstream.mode": "shared",
             "upstream.url": backend.url,
             "upstream.reconnect_delay": 0.05,
             "listen": "127.0.0.1:0",

@@ -37,6 +37,7 @@ async def proxy_for(backend: StubBackend, **settings: Any) -> AsyncIterator[Runn
     loaded = load_settings(
         None,
         **{
+            "upstream.mode": "shared",
             "upstream.url": backend.url,
             "listen": "127.0.0.1:0",
             "admin_listen": "127.0.0.1:0",
@@ -256,44 +257,6 @@ async def test_room_join_is_checked_with_the_browsers_credentials(backend: StubB
         assert "room:new_message" not in received
         for browser in (owner, other):
             await browser.sio.disconnect()
-
-
-async def test_per_browser_upstream_carries_each_browsers_own_credentials(
-    backend: StubBackend,
-) -> None:
-    backend.admits = lambda handshake: handshake["auth"] != {"token": "fired-agent"}
-    async with proxy_for(backend, client_event_upstream="per_browser") as proxy:
-        shared = next(iter(backend.handshakes))
-        alice, _ = await connect(proxy, auth={"token": "alice"}, headers={"Cookie": "s=a"})
-        bob, _ = await connect(proxy, auth={"token": "bob"})
-        assert await alice.sio.call("echo", "from alice", timeout=5) == "from alice"
-        await bob.sio.emit("status:set", "away")
-        await alice.sio.emit("status:set", "busy")
-        events = [await backend.client_events.get() for _ in range(3)]
-        senders = [backend.handshakes[sid] for sid in backend.event_sids]
-        by_sender = {
-            (e, args, h["auth"]["token"]) for (e, args), h in zip(events, senders, strict=True)
-        }
-        assert by_sender == {
-            ("echo", ("from alice",), "alice"),
-            ("status:set", ("away",), "bob"),
-            ("status:set", ("busy",), "alice"),
-        }
-        assert senders[0]["cookie"] == "s=a" and shared not in backend.event_sids
-        assert len(set(backend.event_sids)) == 2  # one connection per browser, reused
-        gauge = proxy.metrics.registry.get_sample_value
-        assert gauge("enricher_browser_upstream_connections") == 2
-
-        fired, _ = await connect(proxy, auth={"token": "fired-agent"})
-        answer = await fired.sio.call("echo", "let me in", timeout=5)
-        assert answer == {"error": "upstream_refused", "event": "echo"}
-
-        await alice.sio.disconnect()
-        alices = backend.event_sids[0]  # its echo went first: the call waited for the ack
-        assert await asyncio.wait_for(backend.disconnections.get(), 5) == alices
-        assert gauge("enricher_browser_upstream_connections") == 1
-        await bob.sio.disconnect()
-        await fired.sio.disconnect()
 
 
 async def test_a_cookie_the_backend_sets_never_travels_with_another_browsers_check(

@@ -149,6 +149,7 @@ async def test_an_unreachable_backend_is_retried_until_it_comes(aiohttp_server: 
     settings = load_settings(
         None,
         **{
+            "upstream.mode": "shared",
             "upstream.url": f"http://127.0.0.1:{port}",
             "upstream.reconnect_delay": 0.05,
             "upstream.reconnect_delay_max": 0.2,
@@ -186,6 +187,7 @@ async def test_shutdown_sends_held_rooms_then_closes_browsers(aiohttp_server: An
     settings = load_settings(
         None,
         **{
+            "upstream.mode": "shared",
             "upstream.url": f"http://127.0.0.1:{server.port}",
             "listen": "127.0.0.1:0",
             "admin_listen": "127.0.0.1:0",

@@ -11,8 +11,6 @@ import pytest
 from enricher.app import Running
 
 from .conftest import BrowserClient, StubBackend
-from .test_access import connect as connect_to
-from .test_access import proxy_for
 
 
 async def connect(proxy: Running, auth: Any) -> BrowserClient:
@@ -104,26 +102,6 @@ async def test_binary_events_missed_come_back_with_their_attachments(
 
 def _number(offset: str) -> int:
     return int(offset.partition(".")[2])
-
-
-async def test_pid_and_offset_are_not_credentials_nor_for_the_backend(
-    backend: StubBackend,
-) -> None:
-    """A browser's own backend connection presents its auth, without what
-    socket.io-client adds for recovery."""
-    async with proxy_for(backend, client_event_upstream="per_browser") as proxy:
-        shared = set(backend.handshakes)
-        browser, _ = await connect_to(
-            proxy, auth={"token": "alice", "pid": "gone", "offset": "0123abcd.1"}
-        )
-        assert await browser.next("enricher:resync") == (
-            "enricher:resync",
-            ({"reason": "recovery_failed"},),
-        )
-        assert await browser.sio.call("echo", "hi", timeout=5) == "hi"
-        (own,) = set(backend.handshakes) - shared
-        assert backend.handshakes[own]["auth"] == {"token": "alice"}
-        await browser.sio.disconnect()
 
 
 @pytest.mark.parametrize("how", ["leaves", "credentials_expired", "dropped", "lost"])

@@ -81,7 +81,7 @@ def test_what_is_written_is_what_a_client_reads() -> None:
     ("message", "stamped"),
     [
         ('2["tick",1]', '2["tick",1,"7"]'),
-        ('23["ask",1]', '23["ask",1,"7"]'),  # an event that asks an ack still carries one
+        ('23["ask",1]', '23["ask",1]'),  # its last argument is the browser's callback
         ('2/other,["tick",1]', '2/other,["tick",1]'),  # another namespace: its own session
         ('51-["f",{"_placeholder":true,"num":0}]', '51-["f",{"_placeholder":true,"num":0},"7"]'),
         ('51-/o,["f",{"_placeholder":true,"num":0}]', '51-/o,["f",{"_placeholder":true,"num":0}]'),

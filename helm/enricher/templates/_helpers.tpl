@@ -151,6 +151,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 {{- $recovery := .Values.config.recovery -}}
+{{- if and $recovery.enabled (eq $recovery.store "redis") (ne (.Values.config.upstream.mode | default "transparent") "shared") -}}
+{{- fail "\n\nenricher: config.recovery.store=redis needs config.upstream.mode=shared (in transparent mode each browser's session is its own backend connection, held by one pod)." -}}
+{{- end -}}
 {{- if and $recovery.enabled (eq $recovery.store "redis") (not (or $recovery.redis_url $c.redisUrl $c.existingSecret)) -}}
 {{- fail "\n\nenricher: config.recovery.store=redis needs the Redis every pod shares (an existing one):\n  --set config.recovery.redis_url=redis://redis-master.data.svc:6379/0\nor, with a password, --set credentials.redisUrl=redis://:<password>@redis-master.data.svc:6379/0\n(or key redis-url of credentials.existingSecret)." -}}
 {{- end -}}
