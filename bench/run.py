@@ -456,9 +456,12 @@ class Stack:
             )
             self.target_url = f"http://127.0.0.1:{line['public_port']}"
             self.admin_url = f"http://127.0.0.1:{line['admin_port']}"
-            await self.enricher.wait_for(
-                lambda i: i.get("event") == "upstream_connected", "enricher upstream_connected", 30
-            )
+            if line.get("upstream_mode") == "shared":  # transparent: no connection of its own
+                await self.enricher.wait_for(
+                    lambda i: i.get("event") == "upstream_connected",
+                    "enricher upstream_connected",
+                    30,
+                )
 
     @property
     def server_pid(self) -> int:

@@ -320,6 +320,13 @@ async def _transparent(
     own, made with its handshake (see enricher/sessions.py)."""
     loop = asyncio.get_running_loop()
     rooms = SharedRooms(fetcher.fetch_room, settings.hold_timeout, loop.time)
+    # The browsers' own backend connections: as many as browsers (a WebSocket holds its
+    # connection for its life: a pool limit would stop new browsers at the limit), and no
+    # cookie jar (a cookie the backend sets for one browser never goes with another's).
+    backend_sockets = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True, limit=0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
     gate = make_gate(settings.auth, access_session)
     relay = Relay(
         RelaySettings(
@@ -340,7 +347,7 @@ async def _transparent(
             heartbeat=settings.ping_interval + settings.ping_timeout,
         ),
         metrics,
-        session,
+        backend_sockets,
         rooms,
         rules=_rules(settings),
         tls=tls,
@@ -390,6 +397,7 @@ async def _transparent(
             )
         await public.cleanup()
         await admin.cleanup()
+        await backend_sockets.close()
         log.info("stopped")
 
 

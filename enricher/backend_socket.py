@@ -91,6 +91,8 @@ class BackendSocket:
             raise BackendUnavailable("timeout") from None
         except aiohttp.WSServerHandshakeError as exc:
             raise BackendUnavailable("refused", f"HTTP {exc.status}") from None
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:  # a certificate not verified
+            raise BackendUnavailable("tls", str(exc)) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise BackendUnavailable("unreachable", str(exc) or type(exc).__name__) from None
         if first.type != aiohttp.WSMsgType.TEXT or not first.data.startswith("0"):

@@ -25,7 +25,7 @@ from socketio import packet
 
 from . import jsonwire
 from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess
-from .fanout import BroadcastManager, close_engine_socket, websocket_class
+from .fanout import BroadcastManager, close_engine_socket, node_engine, websocket_class
 from .join import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
@@ -339,6 +339,54 @@ class WholeBody:
             return bytes(exc.partial)
 
 
+class PayloadLimit:
+    """Browser messages over ``max_payload_bytes``: python-engineio closes the connection
+    (socket.io-client reconnects) and says nothing; this logs and counts each."""
+
+    def __init__(
+        self,
+        limit: int,
+        metrics: Metrics,
+        sid_of: Callable[[str], str],
+        connected: Callable[[str], bool],
+    ) -> None:
+        self._limit = limit
+        self._metrics = metrics
+        self._sid_of = sid_of
+        self._connected = connected
+
+    def _too_large(self, eio_sid: str, size: int | None, transport: str) -> None:
+        log.warning(
+            "payload_rejected",
+            source="browser",
+            reason="too_large",
+            size=size,
+            limit=self._limit,
+            transport=transport,
+            sid=self._sid_of(eio_sid),
+        )
+        self._metrics.client_events.labels("other", "too_large").inc()
+
+    def websocket(self, eio_sid: str, detail: str) -> None:
+        size = re.search(r"size (\d+)", detail)  # aiohttp: "Message size N exceeds limit M"
+        self._too_large(eio_sid, int(size.group(1)) if size else None, "websocket")
+
+    @web.middleware
+    async def polling(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        size = request.content_length
+        sid = request.query.get("sid", "")
+        if (
+            request.method == "POST"
+            and size is not None
+            and size > self._limit
+            and self._connected(sid)  # a browser's, not any request's: no log flood
+        ):
+            self._too_large(sid, size, "polling")
+        return await handler(request)
+
+
 class RateLimit:
     """A token bucket per browser: ``rate`` events a second, ``burst`` at once."""
 
@@ -453,9 +501,13 @@ class Downstream:
         self._credentials: dict[str, Credentials] = {}
         self._expiries: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[None]] = set()
-        websocket = websocket_class(compress=compression)
-        self._max_payload_bytes = max_payload_bytes
-        websocket = websocket_class(compress=compression, too_large=self._websocket_too_large)
+        limit = PayloadLimit(
+            max_payload_bytes,
+            metrics,
+            lambda eio_sid: self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid,
+            lambda eio_sid: eio_sid in self.sio.eio.sockets,
+        )
+        websocket = websocket_class(compress=compression, too_large=limit.websocket)
         self._websockets = websocket.sockets
         self.sio = _Server(
             async_mode="aiohttp",
@@ -486,12 +538,13 @@ class Downstream:
             environ["wsgi.input"] = WholeBody(request.content)
             return environ
 
+        node_engine(self.sio.eio)
         self.sio.eio._async = {
             **self.sio.eio._async,
             "websocket": websocket,
             "translate_request": translate_request,
         }
-        self.app = web.Application(middlewares=[self._polling_too_large])
+        self.app = web.Application(middlewares=[limit.polling])
         self.sio.attach(self.app, socketio_path=socketio_path)
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
@@ -787,40 +840,6 @@ class Downstream:
         if self.membership.leave(sid, room_id):
             await self._backend_room(ROOM_LEAVE, room_id)
         return {"ok": True, "room_id": room_id}
-
-    def _too_large(self, eio_sid: str, size: int | None, transport: str) -> None:
-        """A browser message over ``max_payload_bytes``: python-engineio closes the
-        connection (socket.io-client reconnects); said here, since it says nothing."""
-        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
-        log.warning(
-            "payload_rejected",
-            source="browser",
-            reason="too_large",
-            size=size,
-            limit=self._max_payload_bytes,
-            transport=transport,
-            sid=sid,
-        )
-        self._metrics.client_events.labels("other", "too_large").inc()
-
-    def _websocket_too_large(self, eio_sid: str, detail: str) -> None:
-        size = re.search(r"size (\d+)", detail)  # aiohttp: "Message size N exceeds limit M"
-        self._too_large(eio_sid, int(size.group(1)) if size else None, "websocket")
-
-    @web.middleware
-    async def _polling_too_large(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        size = request.content_length
-        sid = request.query.get("sid", "")
-        if (
-            request.method == "POST"
-            and size is not None
-            and size > self._max_payload_bytes
-            and sid in self.sio.eio.sockets  # a browser's, not any request's: no log flood
-        ):
-            self._too_large(sid, size, "polling")
-        return await handler(request)
 
     async def _undecodable(self, eio_sid: str, packet: str) -> None:
         """A browser event too deeply nested to decode: refused, with an error ack if the

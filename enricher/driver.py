@@ -47,11 +47,15 @@ class JoinDriver:
         metrics: Metrics,
         *,
         send: Callable[[Emit], None] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         """Emits go out through ``emit``, one after the other, from :meth:`run`; or, with
-        ``send``, at once, in the caller's turn (one browser's own stream)."""
+        ``send``, at once, in the caller's turn (one browser's own stream: its log lines then
+        carry ``fields``, and what is news once per room, not per browser, is logged at debug
+        level)."""
         self._join = join
         self._send = send
+        self._fields = fields
         self._fetch_room = fetch_room
         self._emit = emit
         self._metrics = metrics
@@ -210,4 +214,8 @@ class JoinDriver:
             metrics.room_checks.labels(fields["outcome"]).inc()
             if fields["outcome"] in ("rest_failed", "capacity"):
                 level = "warning"
+        if self._fields is not None:
+            fields = {**fields, **self._fields}
+            if level == "info":
+                level = "debug"
         getattr(log, level)(note.kind, **fields)

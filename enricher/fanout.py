@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import engineio.async_drivers.aiohttp as engineio_aiohttp
+import engineio.async_socket
+import engineio.exceptions
 import socketio
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -123,6 +125,47 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
             await super().send(message)
         finally:
             self.sending -= 1
+
+
+# How long after the upgrade probe a poll still pending is ended with a NOOP: Node's
+# engine.io checks every 100 ms; python-engineio ends it at once.
+UPGRADE_NOOP_DELAY = 0.1
+
+
+class SocketQueue(asyncio.Queue[Any]):
+    """A browser's engine.io queue (the server's ``create_queue``) whose NOOP, the one that
+    ends a pending poll during the upgrade to WebSocket, is queued 100 ms after the probe, as
+    Node's server does: a poll that ends with a message meanwhile needs none (it then goes
+    over the WebSocket, which does not send it)."""
+
+    async def put(self, item: Any) -> None:
+        if isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.NOOP:
+            asyncio.get_running_loop().call_later(UPGRADE_NOOP_DELAY, self.put_nowait, item)
+            return
+        await super().put(item)
+
+
+class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
+    """python-engineio's socket, whose polling GET during the upgrade to WebSocket waits for
+    packets like any other poll, as with a Node server (python-engineio answers it with a
+    NOOP at once, a packet a Node server does not send)."""
+
+    async def handle_get_request(self, environ: dict[str, Any]) -> Any:
+        upgrade = "upgrade" in environ.get("HTTP_CONNECTION", "").lower()
+        if self.upgrading and not self.upgraded and not upgrade:
+            try:
+                return await self.poll()
+            except engineio.exceptions.QueueEmpty:  # as python-engineio's own poll
+                await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+                raise
+        return await super().handle_get_request(environ)
+
+
+def node_engine(eio: Any) -> None:
+    """An engine.io server of python-engineio's that sends the packets a Node server sends
+    (:class:`SocketQueue`, :class:`EngineSocket`)."""
+    eio.create_queue = SocketQueue
+    engineio.async_socket.AsyncSocket = EngineSocket  # python-engineio makes each with it
 
 
 class _Queued(eio_packet.Packet):  # type: ignore[misc]

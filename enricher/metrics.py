@@ -230,7 +230,7 @@ class Metrics:
         self.backend_connects = Counter(
             "enricher_backend_connects",
             "Browsers' own backend connections (transparent mode), by outcome: 'connected', "
-            "or why not ('unreachable', 'timeout', 'refused': an HTTP answer, "
+            "or why not ('unreachable', 'timeout', 'tls', 'refused': an HTTP answer, "
             "'no_open_packet': not engine.io).",
             ["outcome"],
             registry=registry,

@@ -41,9 +41,16 @@ from . import jsonwire, packets
 from .access import HANDSHAKE_CREDENTIALS, Credentials, Gate, Refused
 from .backend import FetchRoom, RestResult
 from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
-from .downstream import RESERVED_EVENTS, RESYNC, RateLimit, WholeBody, origins_check
+from .downstream import (
+    RESERVED_EVENTS,
+    RESYNC,
+    PayloadLimit,
+    RateLimit,
+    WholeBody,
+    origins_check,
+)
 from .driver import JoinDriver
-from .fanout import close_engine_socket, websocket_class
+from .fanout import close_engine_socket, node_engine, websocket_class
 from .join import (
     NEW_MESSAGE,
     NEW_ROOM,
@@ -52,7 +59,6 @@ from .join import (
     Join,
     JoinLimits,
     NewRoomMode,
-    RestFailure,
 )
 from .metrics import Metrics, event_label
 from .passthrough import Rules, request_headers
@@ -88,6 +94,13 @@ def session_limits(limits: JoinLimits) -> JoinLimits:
 PID_PREFIX = "enricher."
 
 
+def _sid_of(text: str, header: packets.Header) -> str | None:
+    """The ``sid`` of a CONNECT answer."""
+    answer = _auth(text, header)
+    sid = answer.get("sid") if isinstance(answer, dict) else None
+    return sid if isinstance(sid, str) else None
+
+
 def _auth(text: str, header: packets.Header) -> Any:
     """A CONNECT packet's ``auth`` payload (None when it has none or it does not decode)."""
     body = text[header.body :]
@@ -97,7 +110,7 @@ def _auth(text: str, header: packets.Header) -> Any:
         return None
 
 
-def _stamped(message: Message, offset: int) -> Message:
+def _stamped(message: Message, offset: str) -> Message:
     """An event packet of namespace ``/`` with its offset as a last argument, as a
     Socket.IO server with connection state recovery sends it; anything else as it is (an
     event that asks for an ack too: its last argument is where the browser's callback goes,
@@ -118,9 +131,10 @@ def _stamped(message: Message, offset: int) -> Message:
 
 class SharedRooms:
     """``GET /rooms/<id>`` for every session at once: one request per room at a time, and
-    its answer given to every session that asks within ``reuse`` seconds of it. A session
-    asking again (its answer did not show the room's first message yet) gets a newer
-    answer than the one it had, or a new request."""
+    its answer (a failure too) given to every session that asks within ``reuse`` seconds
+    of it, so that every browser's snapshot is built from the same answers. A session
+    asking again (a failure, or no message yet) gets a newer answer than the one it had,
+    or a new request."""
 
     def __init__(self, fetch_room: FetchRoom, reuse: float, clock: Callable[[], float]) -> None:
         self._fetch_room = fetch_room
@@ -142,8 +156,7 @@ class SharedRooms:
                 self.requests += 1
                 result = await self._fetch_room(room_id, lambda: True)
                 answer = (self._clock(), result)
-                if not isinstance(result, RestFailure):
-                    self._answers[room_id] = answer
+                self._answers[room_id] = answer  # a failure too: every session sees the same
                 future.set_result(answer)
             except BaseException as exc:
                 future.set_exception(exc)
@@ -200,6 +213,7 @@ class Session:
         self.namespaces: set[str] = set()  # connected, by the backend's answers
         self.away: asyncio.TimerHandle | None = None  # while its browser is away
         self.holder: str | None = None  # whose credentials it was admitted with
+        self.sid: str = eio_sid  # for log lines: its Socket.IO id on "/" once it has one
         self.handshake: dict[str, str] = {}  # its credentials' part of the handshake
         self.resync = False  # a browser that could not recover: told once connected
         self._args: tuple[Any, ...] | None = None  # of the event the join is given now
@@ -236,6 +250,8 @@ class Session:
             self.namespaces.discard(header.namespace)
             return text
         self.namespaces.add(header.namespace)
+        if header.namespace == "/" and header.type == packets.CONNECT:
+            self.sid = _sid_of(text, header) or self.sid
         window = self.relay.settings.max_disconnection
         if header.namespace != "/" or window is None:
             return text
@@ -287,7 +303,7 @@ class Session:
         an event of ``/`` carries its offset as its last argument."""
         sent = self.sent
         if sent is not None:
-            message = _stamped(message, sent.last + 1)
+            message = _stamped(message, f"{self.relay.epoch}.{sent.last + 1}")
             sent.add(message, asyncio.get_running_loop().time(), away=self.away is not None)
             if sent.overflowed and self.away is not None:
                 self.relay.forget(self, "too_many_missed")
@@ -322,7 +338,7 @@ class Session:
             await self.backend.run()
         finally:
             if not self.closing:
-                log.info("backend_socket_closed", sid=self.eio_sid, by=self.backend.closed_by)
+                log.info("backend_socket_closed", sid=self.sid, by=self.backend.closed_by)
                 await self.relay.close_browser(self)
 
     # -- browser to backend --------------------------------------------------------------
@@ -415,10 +431,15 @@ class Relay:
         self._limited: set[str] = set()
         self.sessions: dict[str, Session] = {}
         self.kept: dict[str, Session] = {}  # by pid: sessions whose browser is away
+        # Offsets are <epoch>.<n>: an offset another process gave is not taken for one of ours.
+        self.epoch = secrets.token_hex(4)
         self.accepting = True
         self.backend_reachable = True  # the latest backend connection attempt reached it
         self._tasks: set[asyncio.Future[Any]] = set()
-        websocket = websocket_class(compress=compression)
+        limit = PayloadLimit(
+            max_payload_bytes, metrics, lambda eio_sid: eio_sid, lambda sid: sid in self.sessions
+        )
+        websocket = websocket_class(compress=compression, too_large=limit.websocket)
         self._websockets = websocket.sockets
         self.eio = engineio.AsyncServer(
             async_mode="aiohttp",
@@ -441,15 +462,23 @@ class Relay:
             "websocket": websocket,
             "translate_request": translate_request,
         }
+        node_engine(self.eio)
         self.eio.on("connect", self._connect)
         self.eio.on("message", self._message)
         self.eio.on("disconnect", self._disconnect)
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[limit.polling])
         self.eio.attach(self.app, engineio_path=socketio_path)
 
     def join_driver(self, session: Session) -> JoinDriver:
         join = Join(limits=self.settings.limits, new_room_mode=self.settings.new_room_mode)
-        return JoinDriver(join, session.fetch_room, None, self.metrics, send=session.emit)
+        return JoinDriver(
+            join,
+            session.fetch_room,
+            None,
+            self.metrics,
+            send=session.emit,
+            fields={"sid": session.sid},
+        )
 
     def sizes(self) -> dict[str, int]:
         """Entries of each table kept per browser; all 0 once every browser has left."""
@@ -529,7 +558,7 @@ class Relay:
         self._rate_limit.forget(eio_sid)
         self._limited.discard(eio_sid)
         kept = self._keep(session, reason)
-        log.debug("browser_disconnected", sid=eio_sid, reason=str(reason), recoverable=kept)
+        log.debug("browser_disconnected", sid=session.sid, reason=str(reason), recoverable=kept)
         if not kept and not session.closing:
             await session.close()
         self.metrics.browser_upstream_connections.set(len(self.sessions) + len(self.kept))
@@ -561,7 +590,7 @@ class Relay:
         if session.pid is None or self.kept.get(session.pid) is not session:
             return
         del self.kept[session.pid]
-        log.info("browser_session_expired", sid=session.eio_sid, reason=reason)
+        log.info("browser_session_expired", sid=session.sid, reason=reason)
         self.metrics.browser_upstream_connections.set(len(self.sessions) + len(self.kept))
         self._background(session.close())
 
@@ -571,7 +600,8 @@ class Relay:
         it missed, then its CONNECT answer again; ``fresh``'s backend connection, which no
         namespace was opened on, is closed. False when it cannot be given back."""
         kept = self.kept.get(pid)
-        number = int(offset) if isinstance(offset, str) and offset.isdigit() else None
+        epoch, _, count = offset.partition(".") if isinstance(offset, str) else ("", "", "")
+        number = int(count) if epoch == self.epoch and count.isdigit() else None
         missed = None
         if kept is None or kept.holder != fresh.holder:
             outcome = "unknown_session"
@@ -598,7 +628,7 @@ class Relay:
         for message in missed:
             kept._write(message)
         kept._write(kept.connected_answer)
-        log.info("browser_recovered", sid=fresh.eio_sid, missed=len(missed))
+        log.info("browser_recovered", sid=kept.sid, missed=len(missed))
         return True
 
     # -- what the relay decides ----------------------------------------------------------
@@ -641,7 +671,7 @@ class Relay:
         return True
 
     async def _expire(self, session: Session) -> None:
-        log.info("browser_credentials_expired", sid=session.eio_sid)
+        log.info("browser_credentials_expired", sid=session.sid)
         self.metrics.browsers_dropped.labels("credentials_expired").inc()
         await self.close_browser(session)
 
@@ -663,7 +693,7 @@ class Relay:
             return None
         event = name if name is not None else "other"
         if reason != "rate_limited" or sid not in self._limited:
-            log.warning("client_event_refused", client_event=event, reason=reason, sid=sid)
+            log.warning("client_event_refused", client_event=event, reason=reason, sid=session.sid)
         if reason == "rate_limited":
             self._limited.add(sid)
         self.metrics.client_events.labels(event_label(event), reason).inc()
@@ -674,7 +704,7 @@ class Relay:
         if session.closing:
             return
         session.closing = True
-        log.warning("browser_dropped", sid=session.eio_sid, reason=reason)
+        log.warning("browser_dropped", sid=session.sid, reason=reason)
         self.metrics.browsers_dropped.labels(reason).inc()
         self._background(self.close_browser(session))
 

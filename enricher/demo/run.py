@@ -96,7 +96,8 @@ async def run_demo(options: DemoOptions, stop: asyncio.Event) -> None:
                 config["backend_url"] = backend_url
                 config["enricher_url"] = f"http://{HOST}:{proxy.public_port}"
                 registries.append(proxy.metrics.registry)
-                await asyncio.wait_for(simulator.connected.wait(), 10)
+                if settings.upstream.mode == "shared":  # its one connection, before events
+                    await asyncio.wait_for(simulator.connected.wait(), 10)
                 customers = asyncio.create_task(simulator.run(options.rate))
                 url = f"http://{HOST}:{page_port}/"
                 print(f"enricher demo: open {url}", flush=True)

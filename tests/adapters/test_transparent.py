@@ -91,11 +91,10 @@ async def test_each_browser_is_its_own_socket_at_the_backend_with_its_own_creden
         # an event to one browser reaches that browser only
         await backend.sio.emit("private", {"to": "bob"}, to=backend.event_sids[1])
         await backend.sio.emit("everyone", 1)
-        # (each with enricher's offset last: the backend has no recovery of its own)
-        name, (payload, _offset) = await bob.next("private", "everyone")
-        assert (name, payload) == ("private", {"to": "bob"})
-        name, (payload, _offset) = await alice.next("private", "everyone")
-        assert (name, payload) == ("everyone", 1)
+        assert await bob.next("private", "everyone") == ("private", ({"to": "bob"},))
+        assert await alice.next("private", "everyone") == ("everyone", (1,))
+        # each with one offset of enricher's (the backend has no recovery of its own)
+        assert len(bob.offsets) == 2 and len(alice.offsets) == 1
 
         await alice.sio.disconnect()
         assert await asyncio.wait_for(backend.disconnections.get(), 5) == alice_sid

@@ -83,3 +83,18 @@ def test_cli_exits_2_with_one_line_on_a_bad_setting(tmp_path: Path) -> None:
     unknown.write_text("hold_timout: 3\n")
     result = run_cli("serve", "--config", str(unknown))
     assert result.returncode == 2 and "hold_timout" in result.stderr
+
+
+def test_the_former_mode_setting_still_reads() -> None:
+    assert load_settings(None).upstream.mode == "transparent"
+    per_browser = load_settings(None, client_event_upstream="per_browser")
+    assert per_browser.upstream.mode == "transparent"
+    assert load_settings(None, client_event_upstream="shared").upstream.mode == "shared"
+    explicit = {"client_event_upstream": "shared", "upstream.mode": "transparent"}
+    assert load_settings(None, **explicit).upstream.mode == "transparent"
+
+
+def test_shared_events_across_replicas_need_shared_mode() -> None:
+    with pytest.raises(ConfigError, match=r"recovery\.store redis needs upstream\.mode shared"):
+        load_settings(None, **{"recovery.store": "redis"})
+    assert load_settings(None, **{"recovery.store": "redis", "upstream.mode": "shared"})

@@ -91,7 +91,7 @@ def test_what_is_written_is_what_a_client_reads() -> None:
     ],
 )
 def test_events_of_the_default_namespace_carry_one_offset(message: str, stamped: str) -> None:
-    assert _stamped(message, 7) == stamped
+    assert _stamped(message, "7") == stamped
 
 
 def test_a_browser_back_gets_what_was_sent_after_its_offset() -> None:

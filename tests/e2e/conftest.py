@@ -40,6 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "e2e: needs node and the Node harness in tests/e2e/node (not enricher)"
     )
     config.addinivalue_line("markers", "enricher: runs the real `python -m enricher serve`")
+    config.addinivalue_line(
+        "markers", "upstream_mode(mode): the enricher started by make_enricher runs in that mode"
+    )
 
 
 # ------------------------------------------------------------------------------ processes
@@ -162,7 +165,10 @@ async def spawn(
     env: dict[str, str] | None = None,
     json_streams: set[str],
     stdin: bool = False,
+    new_session: bool = False,
 ) -> Child:
+    """``new_session``: in a session and process group of its own (id: its pid), so that
+    whatever it leaves running can be ended with ``os.killpg``."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -171,6 +177,7 @@ async def spawn(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         limit=LINE_LIMIT,
+        start_new_session=new_session,
     )
     return Child(name, proc, json_streams)
 
@@ -178,28 +185,34 @@ async def spawn(
 # ------------------------------------------------------------------------------ node
 
 
-@pytest.fixture(scope="session")
-def node_harness() -> Path:
-    """tests/e2e/node with its node_modules (installed from the lock file if missing)."""
+def npm_installed(directory: Path, packages: Iterable[str]) -> Path:
+    """``directory`` with its node_modules: ``npm ci`` there (from its lock file) if one of
+    ``packages`` is missing. Skips the test without node."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the e2e tests need Node >= 18")
-    modules = NODE_DIR / "node_modules"
-    if not ((modules / "socket.io").is_dir() and (modules / "socket.io-client").is_dir()):
+    modules = directory / "node_modules"
+    if not all((modules / package).is_dir() for package in packages):
         npm = shutil.which("npm")
         if npm is None:
             pytest.fail(f"{modules} is missing and npm is not installed: run `npm ci` there")
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
+            cwd=directory,
             capture_output=True,
             text=True,
             timeout=600,
             check=False,
         )
         if done.returncode != 0:
-            pytest.fail(f"`npm ci` in {NODE_DIR} failed:\n{done.stdout}\n{done.stderr}")
-    return NODE_DIR
+            pytest.fail(f"`npm ci` in {directory} failed:\n{done.stdout}\n{done.stderr}")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def node_harness() -> Path:
+    """tests/e2e/node with its node_modules (installed from the lock file if missing)."""
+    return npm_installed(NODE_DIR, ["socket.io", "socket.io-client"])
 
 
 # ------------------------------------------------------------------------------ backend
@@ -388,17 +401,22 @@ EnricherFactory = Callable[..., Awaitable[Enricher]]
 
 
 @pytest.fixture
-async def make_enricher() -> AsyncIterator[EnricherFactory]:
+async def make_enricher(request: pytest.FixtureRequest) -> AsyncIterator[EnricherFactory]:
     """``await make_enricher(backend, ENRICHER_HOLD_TIMEOUT="1.0", ...)``: a started enricher
     (on 127.0.0.1, or on ``listen=``)."""
     if not enricher_available():
         pytest.skip("the enricher package (`python -m enricher`) is not there yet")
     started: list[Child] = []
+    # @pytest.mark.upstream_mode("shared"): a test of what only shared mode does
+    marker = request.node.get_closest_marker("upstream_mode")
+    mode = {"ENRICHER_UPSTREAM__MODE": marker.args[0]} if marker else {}
 
     async def start(
         backend: Backend, listen: str = "127.0.0.1:0", connected: bool = True, **env: str
     ) -> Enricher:
-        """``listen``: its public address; ``connected``: wait for the backend connection too."""
+        """``listen``: its public address; ``connected``: in shared mode, wait for its
+        backend connection too."""
+        env = {**mode, **env}
         python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         child = await spawn(
             "enricher",
@@ -434,7 +452,8 @@ async def make_enricher() -> AsyncIterator[EnricherFactory]:
             START_TIMEOUT,
             context=[backend.child],
         )
-        if connected:
+        # in transparent mode (the default) enricher has no backend connection of its own
+        if connected and env.get("ENRICHER_UPSTREAM__MODE", "transparent") == "shared":
             await child.wait_for(
                 lambda item: item.get("event") == "upstream_connected",
                 'enricher log {"event": "upstream_connected"}',

@@ -404,8 +404,16 @@ async def test_other_events_pass_through_both_ways(
         assert sum(o["event"] == "some:event" for o in b["other"]) == 1
 
 
+@pytest.mark.parametrize(
+    "mode",
+    [
+        # enricher joins the backend's room once for all its browsers
+        pytest.param("shared", marks=pytest.mark.upstream_mode("shared")),
+        "transparent",  # each browser's own socket joins
+    ],
+)
 async def test_room_join_and_leave(
-    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory, mode: str
 ) -> None:
     _, group = await stack(backend, make_enricher, browsers)
     room_id = (await backend.customer("6281700000001", "Ruang", "join"))["room_id"]
@@ -425,7 +433,7 @@ async def test_room_join_and_leave(
     for browser in (0, 1):
         ack = await group.emit(browser, "room:join", {"room_id": room_id})
         assert "error" not in ack, f"room:join from browser {browser} got no ack: {ack}"
-    await joined_is(1)  # the proxy's one upstream connection, however many browsers joined
+    await joined_is(1 if mode == "shared" else 2)
 
     reply = await backend.agent_reply(room_id, "untuk yang join")
     await group.wait_all("room:new_message", reply, browsers=[0, 1])
@@ -438,7 +446,7 @@ async def test_room_join_and_leave(
     await group.wait_all("room:new_message", reply, browsers=[1])
     await barrier(backend, group)
     assert group.who_got("room:new_message", reply) == {1}
-    assert await backend.joined(room_id) == 1, "the proxy left upstream while browser 1 is still in"
+    assert await backend.joined(room_id) == 1, "browser 1 is still in"
 
     ack = await group.emit(1, "room:leave", {"room_id": room_id})
     assert "error" not in ack, f"room:leave from browser 1 got no ack: {ack}"
@@ -492,6 +500,7 @@ async def test_new_room_mode(
 # ------------------------------------------------------------------------------ upstream loss
 
 
+@pytest.mark.upstream_mode("shared")  # enricher's own connection
 async def test_upstream_kick_reconnects(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
@@ -516,6 +525,7 @@ async def test_upstream_kick_reconnects(
     assert len(group.events("enricher:resync")) == N  # one each: none for the first connection
 
 
+@pytest.mark.upstream_mode("shared")  # browsers stay connected to enricher
 async def test_backend_restart(
     backend: Backend,
     make_enricher: EnricherFactory,
@@ -544,6 +554,35 @@ async def test_backend_restart(
     await sidebar_check(backend, dump)
     await check_messages_unchanged(backend, group)
     assert_stayed_connected(group)
+
+
+async def test_backend_restart_in_transparent_mode(
+    backend: Backend,
+    make_enricher: EnricherFactory,
+    browsers: BrowsersFactory,
+    node_harness: Any,
+) -> None:
+    """Transparent mode: a backend restart ends each browser's connection, as it would have
+    directly; while the backend is down their reconnections fail (and /readyz says 503), and
+    once it is back every browser is back on its own, with the contract holding."""
+    proxy, group = await stack(backend, make_enricher, browsers)
+    start = len(proxy.child.items)
+    await backend.child.stop()
+    await proxy.wait_log("backend_connect_failed", start=start, timeout=15)
+    body = await assert_admin(proxy, "/readyz", 503)
+    assert body["checks"]["upstream"] == "failing"
+
+    backend.child, port = await start_backend(node_harness, backend.port)
+    assert port == backend.port
+    group.context[0] = backend.child
+    await backend.wait_connections(group.n, timeout=30)  # each browser, by itself
+    await assert_admin(proxy, "/readyz", 200)
+
+    sent = await backend.customer("6281900000004", "Setelah Restart", "halo lagi")
+    dump = await settle(backend, group, [sent["room_id"]])
+    await sidebar_check(backend, dump)
+    reconnected = [i for i in group.child.items if i.get("type") == "connected"]
+    assert len(reconnected) >= 2 * group.n, "every browser connected again"
 
 
 async def test_sigterm_sends_held_rooms_and_hands_browsers_over(

@@ -9,7 +9,8 @@ import pytest
 
 from .conftest import Backend, Browsers, BrowsersFactory, Enricher, EnricherFactory, stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
+# shared mode's broadcast path: one frame written to every browser
+pytestmark = [pytest.mark.e2e, pytest.mark.enricher, pytest.mark.upstream_mode("shared")]
 
 # Payload sizes in turn: WebSocket frames with all three length encodings (7-bit, 16-bit,
 # 64-bit), and characters beyond ASCII so a frame's length must count bytes.

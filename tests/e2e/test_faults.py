@@ -34,7 +34,9 @@ from .conftest import (
     start_backend,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
+# faults of enricher's own backend connection (shared mode); a backend restart in
+# transparent mode: tests/e2e/test_e2e.py
+pytestmark = [pytest.mark.e2e, pytest.mark.enricher, pytest.mark.upstream_mode("shared")]
 
 BROWSERS = 200
 RESTARTS = 10

@@ -18,7 +18,9 @@ from enricher.payloads import Rejected, parse_message, parse_room
 
 from .conftest import Backend, BrowsersFactory, EnricherFactory, barrier, stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
+# the join against odd events is the same in both modes; the expectations here are shared
+# mode's: enricher's room:join answers, room:new_message to the browsers that joined
+pytestmark = [pytest.mark.e2e, pytest.mark.enricher, pytest.mark.upstream_mode("shared")]
 
 INPUTS = 400  # events in the burst
 

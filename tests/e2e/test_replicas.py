@@ -21,7 +21,8 @@ from .conftest import (
 )
 from .test_recovery import barrier_at, offsets_in_order, received, sessions_kept
 
-pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
+# recovery.store redis: replicas sharing one sequence of events, shared mode only
+pytestmark = [pytest.mark.e2e, pytest.mark.enricher, pytest.mark.upstream_mode("shared")]
 
 
 SEQ = 300  # events the backend sends during the rolling update

@@ -123,12 +123,12 @@ async def test_unauthenticated_beyond_loopback_is_warned_about(
     assert with_jwt.logs("browsers_unauthenticated") == local.logs("browsers_unauthenticated") == []
 
 
-async def test_per_browser_upstream_backend_sees_each_agent(
+async def test_transparent_mode_backend_sees_each_agent(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
-    """With client_event_upstream: per_browser, the real Node backend gets each agent's
-    events on a connection made with that agent's own credentials, and browsers still get
-    each broadcast once."""
+    """In transparent mode (here by its former name, client_event_upstream: per_browser),
+    the real Node backend gets each agent's events on a connection made with that agent's
+    own credentials, and browsers still get each broadcast once."""
     proxy = await make_enricher(backend, ENRICHER_CLIENT_EVENT_UPSTREAM="per_browser")
     context = [backend.child, proxy.child]
     alice = await browsers(proxy.public_url, 1, context, auth_flag({"token": "alice"}))
@@ -137,7 +137,7 @@ async def test_per_browser_upstream_backend_sees_each_agent(
     # Acked after the one before it: one connection per agent keeps the agent's order.
     assert (await alice.emit(0, "echo", "from alice"))["args"] == ["from alice"]
     assert (await bob.emit(0, "echo", "from bob"))["args"] == ["from bob"]
-    await backend.wait_connections(3)  # enricher's own, then one per agent
+    await backend.wait_connections(2)  # one per agent, none of enricher's own
     records = await backend.client_events()
     senders = {(r["args"][0] if r["event"] == "echo" else r["event"], r["token"]) for r in records}
     assert senders == {("from alice", "alice"), ("from bob", "bob"), ("agent:typing", "alice")}

@@ -44,6 +44,7 @@ async def readyz(admin_url: str) -> tuple[int, dict[str, object]]:
         return resp.status, await resp.json()
 
 
+@pytest.mark.upstream_mode("shared")  # enricher's own connection, retried
 async def test_a_backend_certificate_of_an_unknown_ca_is_refused_by_default(
     https_backend: Backend, make_enricher: EnricherFactory
 ) -> None:
