@@ -605,7 +605,7 @@ class Downstream:
             await self.sio.emit(action.event, as_socketio_data(action.args), to=action.room)
         label = event_label(action.event)
         self._metrics.emit_seconds.labels(label).observe(time.perf_counter() - started)
-        self._metrics.events_emitted.labels(label).inc()
+        self._metrics.emitted(action.event)
 
     async def expire_sessions(self) -> None:
         """Forever: let go of the sessions of browsers that did not come back in time

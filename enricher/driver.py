@@ -72,7 +72,7 @@ class JoinDriver:
 
     def upstream_event(self, event: str, args: tuple[Any, ...]) -> None:
         """An event from the backend, in arrival order."""
-        self._metrics.events_received.labels(event_label(event)).inc()
+        self._metrics.received(event)
         try:
             actions = self._join.upstream_event(event, args, self._loop.time())
         except Exception:
@@ -89,7 +89,7 @@ class JoinDriver:
             self._note(Note("payload_rejected", fields))
             return
         event, _, raw = found
-        self._metrics.events_received.labels(event_label(event)).inc()
+        self._metrics.received(event)
         fields = {"upstream_event": event, "reason": "too_deep", "forwarded": "as_it_came"}
         self._note(Note("payload_rejected", fields))
         self._put(Emit(event, (), raw=raw))

@@ -5,7 +5,7 @@ packet on the socket's engine.io queue and wakes the socket's writer task, which
 writes it. A server-to-client text frame is the same bytes for every recipient, so this
 module builds it once and writes it straight to each socket's transport when nothing is
 waiting in front of it on that socket: nothing queued for it is still unwritten (see
-:class:`_Queued`), its writer is not in the middle of a send, and its transport's buffer
+:class:`Queued`), its writer is not in the middle of a send, and its transport's buffer
 is below :data:`WRITE_BUFFER_LIMIT`. Every other
 recipient (polling, upgrading, busy, slow) takes python-socketio's own path, so the order of
 events on each socket is kept.
@@ -168,7 +168,7 @@ def node_engine(eio: Any) -> None:
     engineio.async_socket.AsyncSocket = EngineSocket  # python-engineio makes each with it
 
 
-class _Queued(eio_packet.Packet):  # type: ignore[misc]
+class Queued(eio_packet.Packet):  # type: ignore[misc]
     """A broadcast queued for one browser. Its socket's writer takes packets off the queue
     a loop iteration or more before it writes them, so an empty queue does not mean
     nothing is on its way: ``backlog`` counts, per socket, what is queued or taken but
@@ -374,13 +374,13 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         """One Socket.IO packet already encoded, through the browser's queue (counted in
         its backlog, so no direct write overtakes it)."""
         for part in (text, *attachments):
-            await self.server._send_eio_packet(eio_sid, _Queued(part, self._backlog, eio_sid))
+            await self.server._send_eio_packet(eio_sid, Queued(part, self._backlog, eio_sid))
 
     def queue_now(self, engine_socket: Any, eio_sid: str, text: str, attachments: Any = ()) -> None:
         """Like :meth:`send_raw`, without yielding to the loop: whatever is sent to this
         browser after this call goes behind it."""
         for part in (text, *attachments):
-            engine_socket.queue.put_nowait(_Queued(part, self._backlog, eio_sid))
+            engine_socket.queue.put_nowait(Queued(part, self._backlog, eio_sid))
 
     def reuse_sid(self, eio_sid: str, sid: str) -> None:
         """The next :meth:`pre_connect` of ``eio_sid`` registers it as ``sid``."""
@@ -414,7 +414,7 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
                 and websocket is not None
                 and engine_socket is not None
                 and eio_sid not in self._backlog
-                and _idle(websocket, engine_socket)
+                and idle(websocket, engine_socket)
             ):
                 websocket.transport.write(frame)
                 direct += 1
@@ -427,7 +427,7 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             if engine_socket.queue.qsize() >= self._max_queued:
                 await self._drop(sid, eio_sid, engine_socket)
             else:
-                packet = _Queued(encoded, self._backlog, eio_sid)
+                packet = Queued(encoded, self._backlog, eio_sid)
                 await self.server._send_eio_packet(eio_sid, packet)
         self._count(direct, len(queued))
 
@@ -469,7 +469,7 @@ def _rooms(room: Any) -> list[str] | None:
     return None if room is None else [room] if isinstance(room, str) else list(room)
 
 
-def _idle(websocket: WebSocket, engine_socket: Any) -> bool:
+def idle(websocket: WebSocket, engine_socket: Any) -> bool:
     """Whether a frame written now is the next thing this browser receives."""
     transport = websocket.transport
     return bool(

@@ -246,6 +246,19 @@ def _merge_rooms(first: Room, better: Room | None) -> Room:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Parsers:
+    """How the join parses ``new_room`` and message payloads."""
+
+    room: Callable[[object], Parsed[Room]] = parse_room
+    message: Callable[[object], Parsed[Message]] = parse_message
+    # A snapshot from what it is made of (``key``: those objects and numbers); joins of
+    # many browsers' streams that got the same records build it once.
+    snapshot: Callable[[tuple[Any, ...], Callable[[], dict[str, Any]]], dict[str, Any]] = (
+        lambda key, build: build()
+    )
+
+
 class Join:
     """Holds new rooms until they are known, then emits one snapshot per room."""
 
@@ -255,9 +268,13 @@ class Join:
         limits: JoinLimits | None = None,
         new_room_mode: NewRoomMode = NewRoomMode.ENRICHED,
         jitter: Callable[[], float] = lambda: 1.0,
+        parsers: Parsers | None = None,
     ) -> None:
         """``jitter()`` returns a number in [0, 1]: the share of the second half of each
-        retry delay that is waited (``random.random`` spreads retries; the default, none)."""
+        retry delay that is waited (``random.random`` spreads retries; the default, none).
+        ``parsers``: how payloads are parsed (the same results for the same payload: joins
+        of many browsers' streams share them)."""
+        self._parsers = parsers or Parsers()
         self.limits = limits = limits or JoinLimits()
         self.new_room_mode = new_room_mode
         self._jitter = jitter
@@ -415,7 +432,7 @@ class Join:
 
     def _new_room(self, args: tuple[Any, ...], payload: object, now: float) -> list[Action]:
         try:
-            parsed = parse_room(payload)
+            parsed = self._parsers.room(payload)
         except Rejected as exc:
             # No room to hold: the raw payload still reaches browsers, degraded.
             return [
@@ -479,7 +496,7 @@ class Join:
 
     def _message(self, event: str, args: tuple[Any, ...], payload: object) -> list[Action]:
         try:
-            parsed = parse_message(payload)
+            parsed = self._parsers.message(payload)
         except Rejected as exc:
             # Cannot be tied to a room: forwarded unchanged to every browser.
             return [
@@ -696,12 +713,17 @@ class Join:
         if last is not None and last is rest_last and last.id is None:
             # the forwarded event of the message REST describes has its id and sender
             last = next((m for m in pending.forwarded if _is_rest_last(m, last)), last)
-        snapshot = build_snapshot(
-            _merge_rooms(pending.room, rest),
-            last,
-            unread_count=rest_unread + len(unseen_by_rest),
-            message_count=max(rest_count + len(unseen_by_rest), int(last is not None)),
-            partial_reason=partial_reason,
+        unread_count = rest_unread + len(unseen_by_rest)
+        message_count = max(rest_count + len(unseen_by_rest), int(last is not None))
+        snapshot = self._parsers.snapshot(
+            (pending.room, rest, last, unread_count, message_count, partial_reason),
+            lambda: build_snapshot(
+                _merge_rooms(pending.room, rest),
+                last,
+                unread_count=unread_count,
+                message_count=message_count,
+                partial_reason=partial_reason,
+            ),
         )
         counted = {m.id for m in pending.forwarded if m.id is not None}
         if rest_last is not None and rest_last.id is not None:

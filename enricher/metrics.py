@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -79,6 +80,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
+        self._children: dict[tuple[Any, ...], Any] = {}
         # process_* (CPU, memory, file descriptors), python_gc_*, python_info
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)
@@ -292,6 +294,20 @@ class Metrics:
         )
         self._direct = self.deliveries.labels("direct")
         self._queued = self.deliveries.labels("queued")
+
+    def received(self, event: str) -> None:
+        """One event from the backend (a label's child looked up once: it is per event)."""
+        self._child(self.events_received, event_label(event)).inc()
+
+    def emitted(self, event: str) -> None:
+        self._child(self.events_emitted, event_label(event)).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def delivered(self, direct: int, queued: int) -> None:
         if direct:

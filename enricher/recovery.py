@@ -313,29 +313,31 @@ class SentLog:
 
     def add(self, message: str | bytes, now: float, away: bool) -> int:
         """Keep a message sent (or, ``away``, to be sent on the browser's return); its number."""
-        if not away:
-            self._trim(now)
-        elif len(self._messages) >= self._limit:
+        messages = self._messages
+        if away and len(messages) >= self._limit:
             self.overflowed = True
         if self.overflowed:  # numbers go on, nothing is kept
-            self._first += len(self._messages) + 1
-            self._messages.clear()
+            self._first += len(messages) + 1
+            messages.clear()
             self._marks.clear()
             return self._first - 1
-        self._messages.append(message)
-        number = self.last
         if not self._marks or now - self._marks[-1][0] >= 1.0:
-            self._marks.append((now, number))
-        return number
+            if not away:
+                self._trim(now)  # a second at a time
+            self._marks.append((now, self._first + len(messages)))
+        messages.append(message)
+        if not away and len(messages) > self._limit:
+            messages.popleft()
+            self._first += 1
+        return self._first + len(messages) - 1
 
     def _trim(self, now: float) -> None:
-        """Forget what was sent more than ``window`` seconds ago (a second at a time), and
-        beyond ``limit`` messages."""
+        """Forget what was sent more than ``window`` seconds ago."""
         oldest = now - self._window
-        while self._marks and self._marks[0][0] <= oldest:
-            self._marks.popleft()
-        keep_from = self._marks[0][1] if self._marks else self.last + 1
-        keep_from = max(keep_from, self.last + 2 - self._limit)
+        marks = self._marks
+        while marks and marks[0][0] <= oldest:
+            marks.popleft()
+        keep_from = marks[0][1] if marks else self._first + len(self._messages)
         while self._first < keep_from and self._messages:
             self._messages.popleft()
             self._first += 1

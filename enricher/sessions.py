@@ -34,8 +34,7 @@ import aiohttp
 import engineio
 import structlog
 from aiohttp import web
-from cachetools import TTLCache
-from engineio import packet as eio_packet
+from cachetools import LRUCache, TTLCache
 
 from . import jsonwire, packets
 from .access import HANDSHAKE_CREDENTIALS, Credentials, Gate, Refused
@@ -50,7 +49,7 @@ from .downstream import (
     origins_check,
 )
 from .driver import JoinDriver
-from .fanout import close_engine_socket, node_engine, websocket_class
+from .fanout import Queued, close_engine_socket, idle, node_engine, text_frame, websocket_class
 from .join import (
     NEW_MESSAGE,
     NEW_ROOM,
@@ -59,9 +58,11 @@ from .join import (
     Join,
     JoinLimits,
     NewRoomMode,
+    Parsers,
 )
 from .metrics import Metrics, event_label
 from .passthrough import Rules, request_headers
+from .payloads import Parsed, T, parse_message, parse_room
 from .recovery import SentLog
 
 log = structlog.get_logger("enricher.sessions")
@@ -72,6 +73,7 @@ JOINED_EVENTS = frozenset({NEW_ROOM, NEW_MESSAGE, ROOM_MESSAGE})
 SESSION_MAX_IDS = 10_000
 SESSION_MESSAGE_ID_TTL = 60.0
 SESSION_KNOWN_ROOM_TTL = 600.0
+SESSION_EARLY = 32  # messages remembered per room without a snapshot (its new_room may be late)
 # Headers of the browser's WebSocket handshake that are its own connection's, not the
 # backend's (aiohttp makes its own).
 _WEBSOCKET_OWN = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions")
@@ -86,6 +88,7 @@ def session_limits(limits: JoinLimits) -> JoinLimits:
         known_room_ttl=min(limits.known_room_ttl, SESSION_KNOWN_ROOM_TTL),
         message_id_ttl=min(limits.message_id_ttl, SESSION_MESSAGE_ID_TTL),
         max_pending_rooms=min(limits.max_pending_rooms, SESSION_MAX_IDS),
+        max_early_messages_per_room=min(limits.max_early_messages_per_room, SESSION_EARLY),
     )
 
 
@@ -169,6 +172,64 @@ class SharedRooms:
 
     def __len__(self) -> int:
         return len(self._answers) + len(self._in_flight)
+
+
+class SharedReading:
+    """Backend events as every session reads them: one broadcast arrives once per browser,
+    the same text each time; its arguments are decoded, and its payload parsed, once. (The
+    results are shared, read-only: the join never changes a payload or a record.)"""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._arguments: LRUCache[str, tuple[Any, ...]] = LRUCache(size)
+        self._parsed: LRUCache[int, tuple[object, Any]] = LRUCache(size)
+        self._snapshots: LRUCache[tuple[int, ...], tuple[tuple[Any, ...], Any]] = LRUCache(size)
+        self._encoded: LRUCache[tuple[str, int], tuple[Any, str]] = LRUCache(size)
+        self.parsers = Parsers(
+            room=self._memo(parse_room), message=self._memo(parse_message), snapshot=self._built
+        )
+
+    def _built(self, key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A snapshot made of the same records (the same objects) as one built before is
+        that one: built once for every browser that saw the same room."""
+        ids = tuple(id(part) for part in key)
+        hit = self._snapshots.get(ids)
+        if hit is not None and all(a is b for a, b in zip(hit[0], key, strict=True)):
+            snapshot: dict[str, Any] = hit[1]
+            return snapshot
+        snapshot = build()
+        self._snapshots[ids] = (key, snapshot)  # the records kept alive: their ids stay theirs
+        return snapshot
+
+    def event(self, name: str, args: tuple[Any, ...]) -> str:
+        """An event's packet, encoded once for the same (one-argument) payload object."""
+        if len(args) != 1:
+            return packets.event(name, args)
+        hit = self._encoded.get((name, id(args[0])))
+        if hit is not None and hit[0] is args[0]:
+            return hit[1]
+        text = packets.event(name, args)
+        self._encoded[(name, id(args[0]))] = (args[0], text)
+        return text
+
+    def arguments(self, text: str, header: packets.Header) -> tuple[Any, ...]:
+        args = self._arguments.get(text)
+        if args is None:
+            args = self._arguments[text] = packets.arguments(text, header)
+        return args
+
+    def _memo(self, parse: Callable[[object], Parsed[T]]) -> Callable[[object], Parsed[T]]:
+        cache = self._parsed
+
+        def parsed(payload: object) -> Parsed[T]:
+            hit = cache.get(id(payload))
+            if hit is not None and hit[0] is payload:  # the same object, still alive
+                result: Parsed[T] = hit[1]
+                return result
+            result = parse(payload)
+            cache[id(payload)] = (payload, result)
+            return result
+
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -275,7 +336,7 @@ class Session:
 
     def _join_event(self, name: str, text: str, header: packets.Header) -> None:
         try:
-            args = packets.arguments(text, header)
+            args = self.relay.reading.arguments(text, header)
         except (ValueError, RecursionError):  # the browser gets it as it came
             self.relay.metrics.payload_rejected(name, "undecodable")
             log.warning("payload_rejected", upstream_event=name, reason="undecodable")
@@ -295,8 +356,8 @@ class Session:
         if action.args is self._args and self._args is not None:
             self.to_browser(self._text)
         else:
-            self.to_browser(packets.event(action.event, action.args))
-        self.relay.metrics.events_emitted.labels(event_label(action.event)).inc()
+            self.to_browser(self.relay.reading.event(action.event, action.args))
+        self.relay.metrics.emitted(action.event)
 
     def to_browser(self, message: Message) -> None:
         """Send (or, while the browser is away, keep) one message; with enricher's recovery,
@@ -313,13 +374,25 @@ class Session:
         self._write(message)
 
     def _write(self, message: Message) -> None:
-        socket = self.relay.eio.sockets.get(self.eio_sid)
+        """Write one message to the browser: straight to its WebSocket when nothing waits
+        in front of it there (no task, no queue), else through python-engineio's queue."""
+        relay, eio_sid = self.relay, self.eio_sid
+        socket = relay.eio.sockets.get(eio_sid)
         if socket is None or socket.closed:
             return
-        if socket.queue.qsize() >= self.relay.settings.max_queued_events:
-            self.relay.drop(self, "backlog")
+        websocket = relay.websockets.get(eio_sid)
+        if (
+            isinstance(message, str)
+            and websocket is not None
+            and eio_sid not in relay.backlog
+            and idle(websocket, socket)
+        ):
+            websocket.transport.write(text_frame(b"4" + message.encode()))
             return
-        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, message))
+        if socket.queue.qsize() >= relay.settings.max_queued_events:
+            relay.drop(self, "backlog")
+            return
+        socket.queue.put_nowait(Queued(message, relay.backlog, eio_sid))
 
     async def fetch_room(self, room_id: str, wanted: Callable[[], bool]) -> RestResult:
         """The join's ``GET /rooms/<id>``, shared with every other session."""
@@ -423,6 +496,7 @@ class Relay:
         self.settings = settings
         self.metrics = metrics
         self.rooms = rooms
+        self.reading = SharedReading()
         self._http = http
         self._rules = rules
         self._tls = tls
@@ -440,7 +514,8 @@ class Relay:
             max_payload_bytes, metrics, lambda eio_sid: eio_sid, lambda sid: sid in self.sessions
         )
         websocket = websocket_class(compress=compression, too_large=limit.websocket)
-        self._websockets = websocket.sockets
+        self.websockets = self._websockets = websocket.sockets
+        self.backlog: dict[str, int] = {}  # messages queued for each browser, not yet written
         self.eio = engineio.AsyncServer(
             async_mode="aiohttp",
             async_handlers=False,  # each browser's messages handled in order, no task each
@@ -470,7 +545,11 @@ class Relay:
         self.eio.attach(self.app, engineio_path=socketio_path)
 
     def join_driver(self, session: Session) -> JoinDriver:
-        join = Join(limits=self.settings.limits, new_room_mode=self.settings.new_room_mode)
+        join = Join(
+            limits=self.settings.limits,
+            new_room_mode=self.settings.new_room_mode,
+            parsers=self.reading.parsers,
+        )
         return JoinDriver(
             join,
             session.fetch_room,
@@ -489,6 +568,7 @@ class Relay:
             "recovery_sessions": len(self.kept),
             "recovery_events": sum(len(s.sent) for s in self.kept.values() if s.sent),
             "browser_rate_buckets": len(self._rate_limit),
+            "browser_backlogs": len(self.backlog),
             "browser_rate_limited": len(self._limited),
             "session_rooms_held": sum(s.rooms_held for s in self.sessions.values()),
             "shared_room_answers": len(self.rooms),
@@ -555,6 +635,7 @@ class Relay:
         if session is None:
             return
         self.metrics.browsers.dec()
+        self.backlog.pop(eio_sid, None)
         self._rate_limit.forget(eio_sid)
         self._limited.discard(eio_sid)
         kept = self._keep(session, reason)
