@@ -585,6 +585,31 @@ async def test_backend_restart_in_transparent_mode(
     assert len(reconnected) >= 2 * group.n, "every browser connected again"
 
 
+async def test_a_thousand_browsers_one_rest_call_per_new_room(
+    backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """Transparent mode: 1,000 browsers, each on its own backend connection, see each new
+    room; each gets its snapshot, and REST is asked once per room (the backend's count, and
+    enricher's metric)."""
+    proxy = await make_enricher(backend)
+    group = await browsers(
+        proxy.public_url,
+        1000,
+        context=[backend.child, proxy.child],
+        flags=["--transports", "websocket"],
+    )
+    rooms = [
+        (await backend.customer(f"62817000000{i}", f"Pelanggan {i}", "halo"))["room_id"]
+        for i in range(3)
+    ]
+    for room_id in rooms:
+        await group.wait_all("new_room_complete", room_id, timeout=60)
+    assert await backend.rest_calls() == dict.fromkeys(rooms, 1)
+    metrics = await proxy.metrics()
+    asked = sum(v for k, v in metrics.items() if k.startswith("enricher_rest_requests_total{"))
+    assert asked == len(rooms)
+
+
 async def test_sigterm_sends_held_rooms_and_hands_browsers_over(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
