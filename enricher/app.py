@@ -10,7 +10,7 @@ import random
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -243,22 +243,18 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             shared=shared,
         )
         passthrough = _passthrough(settings, http_session, gate, metrics)
-        if settings.http.enabled:
-            metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
-            downstream.app.router.add_route("*", "/{path:.*}", passthrough.handle)
         driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
         metrics.watch_sizes(lambda: {**join.sizes(), **downstream.sizes()})
-        public, public_port = await _site(downstream.app, settings.listen)
-        admin, admin_port = await _site(
-            admin_app(
-                metrics,
-                lambda: {
-                    "upstream": upstream.connected,
-                    "rest": fetcher.reachable,
-                    "accepting": downstream.accepting,
-                },
-            ),
-            settings.admin_listen,
+        public, public_port, admin, admin_port = await _sites(
+            settings,
+            downstream.app,
+            passthrough,
+            metrics,
+            lambda: {
+                "upstream": upstream.connected,
+                "rest": fetcher.reachable,
+                "accepting": downstream.accepting,
+            },
         )
         _announce(settings, public_port, admin_port)
         tasks = [
@@ -365,20 +361,16 @@ async def _transparent(
     )
     metrics.watch_sizes(relay.sizes)
     passthrough = _passthrough(settings, http_session, gate, metrics)
-    if settings.http.enabled:
-        metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
-        relay.app.router.add_route("*", "/{path:.*}", passthrough.handle)
-    public, public_port = await _site(relay.app, settings.listen)
-    admin, admin_port = await _site(
-        admin_app(
-            metrics,
-            lambda: {
-                "upstream": relay.backend_reachable,
-                "rest": fetcher.reachable,
-                "accepting": relay.accepting,
-            },
-        ),
-        settings.admin_listen,
+    public, public_port, admin, admin_port = await _sites(
+        settings,
+        relay.app,
+        passthrough,
+        metrics,
+        lambda: {
+            "upstream": relay.backend_reachable,
+            "rest": fetcher.reachable,
+            "accepting": relay.accepting,
+        },
     )
     _announce(settings, public_port, admin_port)
     try:
@@ -399,6 +391,23 @@ async def _transparent(
         await admin.cleanup()
         await backend_sockets.close()
         log.info("stopped")
+
+
+async def _sites(
+    settings: Settings,
+    app: web.Application,
+    passthrough: Passthrough,
+    metrics: Metrics,
+    checks: Callable[[], dict[str, bool]],
+) -> tuple[web.AppRunner, int, web.AppRunner, int]:
+    """The public address (Socket.IO, and every other request relayed when ``http`` is
+    on) and the admin one (health by ``checks``, metrics): their runners and ports."""
+    if settings.http.enabled:
+        metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
+        app.router.add_route("*", "/{path:.*}", passthrough.handle)
+    public, public_port = await _site(app, settings.listen)
+    admin, admin_port = await _site(admin_app(metrics, checks), settings.admin_listen)
+    return public, public_port, admin, admin_port
 
 
 def _rules(settings: Settings) -> Rules:

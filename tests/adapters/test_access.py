@@ -18,7 +18,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from enricher.app import Running, running
+from enricher.app import Running, RunningTransparent, running
 from enricher.config import load_settings
 from enricher.logs import configure_logging
 
@@ -68,7 +68,11 @@ def backend_auth(url: str) -> dict[str, Any]:
 
 
 async def connect(
-    proxy: Running, *, auth: Any = None, headers: dict[str, str] | None = None, query: str = ""
+    proxy: Running | RunningTransparent,
+    *,
+    auth: Any = None,
+    headers: dict[str, str] | None = None,
+    query: str = "",
 ) -> tuple[BrowserClient, Any]:
     """A browser that tried to connect: itself, and the refusal's data if it was refused."""
     browser = BrowserClient()

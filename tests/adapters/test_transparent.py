@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
-import socketio
 
 from enricher.app import RunningTransparent, running
 from enricher.config import load_settings
 from enricher.logs import configure_logging
 
-from .conftest import BrowserClient, StubBackend
+from .conftest import StubBackend
+from .test_access import connect
 
 SECRET = "s" * 32
 
@@ -37,30 +37,6 @@ async def transparent(backend: StubBackend, **settings: Any) -> AsyncIterator[Ru
     assert loaded.upstream.mode in ("transparent", "shared")
     async with running(loaded) as proxy:
         yield proxy
-
-
-async def connect(
-    proxy: RunningTransparent,
-    *,
-    auth: Any = None,
-    headers: dict[str, str] | None = None,
-    transport: str = "websocket",
-) -> tuple[BrowserClient, Any]:
-    """A browser that tried to connect: itself, and the refusal's data if it was refused."""
-    browser = BrowserClient()
-    refusals: asyncio.Queue[Any] = asyncio.Queue()
-    browser.sio.on("connect_error", refusals.put_nowait)
-    try:
-        await browser.sio.connect(
-            f"http://127.0.0.1:{proxy.public_port}",
-            auth=auth,
-            headers=headers or {},
-            transports=[transport],
-            wait_timeout=5,
-        )
-    except socketio.exceptions.ConnectionError:
-        return browser, await asyncio.wait_for(refusals.get(), 5)
-    return browser, None
 
 
 async def test_each_browser_is_its_own_socket_at_the_backend_with_its_own_credentials(
