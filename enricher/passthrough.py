@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import re
+import sys
+import termios
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -56,6 +60,7 @@ _CHUNK = 64 * 1024
 _CLIENT_SCRIPT = re.compile(r"/socket\.io(\.msgpack|\.esm)?(\.min)?\.js(\.map)?")
 _ENGINE_IO_QUERY = frozenset({"EIO", "transport", "sid"})
 VIA = "1.1 enricher"
+UNSENT_POLL = 0.01  # seconds between looks at what the kernel still holds, at shutdown
 
 
 class Observer(Protocol):
@@ -240,11 +245,15 @@ class Passthrough:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # The connections relayed answers went out on (while they are open).
+        self._answered: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = self._clock()
         self.in_flight += 1
         self._idle.clear()
+        if request.transport is not None:
+            self._answered.add(request.transport)
         try:
             return await self._relay(request, started)
         finally:
@@ -253,8 +262,13 @@ class Passthrough:
                 self._idle.set()
 
     async def idle(self) -> None:
-        """Return once no relayed request is under way (at shutdown: let them finish)."""
+        """Return once no relayed request is under way and what was written of their answers
+        has left this host (at shutdown: let them finish; closing a connection whose data
+        still waits in the kernel for a slow reader could cut its end)."""
         await self._idle.wait()
+        while any(_unsent(transport) for transport in list(self._answered)):
+            await asyncio.sleep(UNSENT_POLL)
+            await self._idle.wait()
 
     async def _relay(self, request: web.Request, started: float) -> web.StreamResponse:
         method = request.method
@@ -432,6 +446,19 @@ async def _write_eof(request: web.Request, response: web.StreamResponse) -> None
         await response.write_eof()
     finally:
         transport.set_write_buffer_limits()
+
+
+def _unsent(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes written to this connection still wait in the kernel (not yet sent, or
+    not yet acknowledged by the browser)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.is_closing():
+        return False
+    try:
+        waiting = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile, or not a TCP socket
+        return False
+    return int.from_bytes(waiting, sys.byteorder) > 0
 
 
 def _text(exc: BaseException) -> str:
