@@ -339,7 +339,8 @@ async def _transparent(
             max_disconnection=settings.recovery.max_disconnection
             if settings.recovery.enabled
             else None,
-            max_missed=settings.recovery.max_events,
+            # what may be replayed at once: half of what may wait for a browser
+            max_missed=min(settings.recovery.max_events, settings.websocket.max_queued_events // 2),
             heartbeat=settings.ping_interval + settings.ping_timeout,
         ),
         metrics,

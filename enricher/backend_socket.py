@@ -167,5 +167,7 @@ class BackendSocket:
     async def close(self) -> None:
         """End the connection from this side (the backend sees its transport close)."""
         self.closed_by = self.closed_by or "enricher"
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()

@@ -42,6 +42,8 @@ def read_header(text: str) -> Header:
     match = _HEADER.match(text)
     if match is None:
         raise BadPacket(text[:1])
+    if len(match.group(4)) > 15 or len(match.group(2) or "") > 15:
+        raise BadPacket("a number too long")
     kind = int(match.group(1))
     count, namespace, ack = match.group(2), match.group(3), match.group(4)
     if count is not None and kind not in (BINARY_EVENT, BINARY_ACK):

@@ -113,6 +113,16 @@ def _auth(text: str, header: packets.Header) -> Any:
         return None
 
 
+def _attachments(text: str) -> int:
+    """How many binary attachments follow a packet (0 for a text one)."""
+    if text[:1] not in ("5", "6"):
+        return 0
+    try:
+        return packets.read_header(text).attachments
+    except packets.BadPacket:
+        return 0
+
+
 def _stamped(message: Message, offset: str) -> Message:
     """An event packet of namespace ``/`` with its offset as a last argument, as a
     Socket.IO server with connection state recovery sends it; anything else as it is (an
@@ -151,24 +161,22 @@ class SharedRooms:
         answer = self._answers.get(room_id)
         if answer is not None and (newer_than is None or answer[0] > newer_than):
             return answer
-        future = self._in_flight.get(room_id)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._in_flight[room_id] = future
-            try:
-                self.requests += 1
-                result = await self._fetch_room(room_id, lambda: True)
-                answer = (self._clock(), result)
-                self._answers[room_id] = answer  # a failure too: every session sees the same
-                future.set_result(answer)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved: nobody else may be waiting
-                raise
-            finally:
-                del self._in_flight[room_id]
+        request = self._in_flight.get(room_id)
+        if request is None:
+            # a task of its own: a session that leaves (its own wait cancelled) does not
+            # cancel the others'
+            request = self._in_flight[room_id] = asyncio.ensure_future(self._request(room_id))
+        return await asyncio.shield(request)
+
+    async def _request(self, room_id: str) -> tuple[float, RestResult]:
+        try:
+            self.requests += 1
+            result = await self._fetch_room(room_id, lambda: True)
+            answer = (self._clock(), result)
+            self._answers[room_id] = answer  # a failure too: every session sees the same
             return answer
-        return await asyncio.shield(future)
+        finally:
+            del self._in_flight[room_id]
 
     def __len__(self) -> int:
         return len(self._answers) + len(self._in_flight)
@@ -273,6 +281,7 @@ class Session:
         self.connected_answer = ""
         self.namespaces: set[str] = set()  # connected, by the backend's answers
         self.away: asyncio.TimerHandle | None = None  # while its browser is away
+        self.away_from = 0  # the number of the first message kept while it was away
         self.holder: str | None = None  # whose credentials it was admitted with
         self.sid: str = eio_sid  # for log lines: its Socket.IO id on "/" once it has one
         self.handshake: dict[str, str] = {}  # its credentials' part of the handshake
@@ -309,6 +318,8 @@ class Session:
             return text
         if header.type == packets.DISCONNECT:
             self.namespaces.discard(header.namespace)
+            if header.namespace == "/" and self.away is not None:
+                self.relay.forget(self, "server_disconnect")  # nothing to come back to
             return text
         self.namespaces.add(header.namespace)
         if header.namespace == "/" and header.type == packets.CONNECT:
@@ -325,7 +336,8 @@ class Session:
         if self.pid is None:
             settings = self.relay.settings
             self.pid = PID_PREFIX + secrets.token_urlsafe(12)
-            self.sent = SentLog(settings.heartbeat + 1.0, settings.max_missed)
+            # a lost connection is noticed within a heartbeat or two (polling: its next poll)
+            self.sent = SentLog(2 * settings.heartbeat, settings.max_missed)
         self.connected_answer = "0" + jsonwire.dumps({**answer, "pid": self.pid})
         if self.resync:
             self.resync = False
@@ -364,7 +376,9 @@ class Session:
         an event of ``/`` carries its offset as its last argument."""
         sent = self.sent
         if sent is not None:
-            message = _stamped(message, f"{self.relay.epoch}.{sent.last + 1}")
+            # a binary event arrives with its attachments: its offset is its last one's
+            last = sent.last + 1 + (_attachments(message) if isinstance(message, str) else 0)
+            message = _stamped(message, f"{self.relay.epoch}.{last}")
             sent.add(message, asyncio.get_running_loop().time(), away=self.away is not None)
             if sent.overflowed and self.away is not None:
                 self.relay.forget(self, "too_many_missed")
@@ -378,7 +392,7 @@ class Session:
         in front of it there (no task, no queue), else through python-engineio's queue."""
         relay, eio_sid = self.relay, self.eio_sid
         socket = relay.eio.sockets.get(eio_sid)
-        if socket is None or socket.closed:
+        if socket is None or socket.closed or socket.closing or self.closing:
             return
         websocket = relay.websockets.get(eio_sid)
         if (
@@ -427,10 +441,14 @@ class Session:
         try:
             header = packets.read_header(message)
         except packets.BadPacket:
-            header = None  # the backend answers it as it would have directly
-        if header is not None and header.type == packets.CONNECT:
+            # socket.io-client sends none; what enricher cannot read, it cannot check either
+            self.relay.unreadable(self)
+            return
+        if header.type == packets.CONNECT:
             if not await self.relay.admit(self, message, header):
                 return
+            if self.closing or self.relay.sessions.get(self.eio_sid) is not self:
+                return  # it left while its credentials were checked
             if header.namespace == "/":
                 auth = _auth(message, header)
                 pid = auth.get("pid") if isinstance(auth, dict) else None
@@ -441,9 +459,9 @@ class Session:
                     self.resync = True
                     rest = {k: v for k, v in auth.items() if k not in ("pid", "offset")}
                     message = "0" + jsonwire.dumps(rest) if rest else "0"
-        elif header is not None and header.type == packets.DISCONNECT:
+        elif header.type == packets.DISCONNECT:
             self.namespaces.discard(header.namespace)
-        elif header is not None and header.type in (packets.EVENT, packets.BINARY_EVENT):
+        elif header.type in (packets.EVENT, packets.BINARY_EVENT):
             refusal = self.relay.refusal(self, message, header)
             if refusal is not None:
                 self.swallow = header.attachments
@@ -458,6 +476,8 @@ class Session:
         for timer in (self.expiry, self.away):
             if timer is not None:
                 timer.cancel()
+        if self.pid is not None and self.relay.kept.get(self.pid) is self:
+            del self.relay.kept[self.pid]  # nobody can come back to it now
         if self.driver is not None:
             self.driver.stop()
         await self.backend.close()
@@ -659,6 +679,8 @@ class Relay:
             or reason == "server disconnect"
         ):
             return False
+        assert session.sent is not None
+        session.away_from = session.sent.last + 1  # what it was sent before may have arrived
         session.away = asyncio.get_running_loop().call_later(
             window, lambda: self.forget(session, "expired")
         )
@@ -682,9 +704,13 @@ class Relay:
         namespace was opened on, is closed. False when it cannot be given back."""
         kept = self.kept.get(pid)
         epoch, _, count = offset.partition(".") if isinstance(offset, str) else ("", "", "")
-        number = int(count) if epoch == self.epoch and count.isdigit() else None
+        number = (
+            int(count)
+            if epoch == self.epoch and count.isascii() and count.isdigit() and len(count) < 16
+            else None
+        )
         missed = None
-        if kept is None or kept.holder != fresh.holder:
+        if kept is None or kept.holder != fresh.holder or kept.closing or fresh.closing:
             outcome = "unknown_session"
         elif kept.sent is None or number is None or (missed := kept.sent.after(number)) is None:
             outcome = "unknown_offset"
@@ -697,20 +723,44 @@ class Relay:
                 self.forget(kept, outcome)
             return False
         del self.kept[pid]
-        assert kept.away is not None
+        assert kept.away is not None and number is not None
         kept.away.cancel()
         kept.away = None
         self.sessions[fresh.eio_sid] = kept
         kept.eio_sid = fresh.eio_sid
+        if kept.expiry is not None:
+            kept.expiry.cancel()
         kept.expiry = fresh.expiry  # the new credentials' expiry
         fresh.expiry = None
         fresh.closing = True
         self._background(fresh.close())
-        for message in missed:
+        for message in self._replay(missed, number + 1, kept.away_from):
+            if kept.closing:  # dropped for its backlog meanwhile
+                return True
             kept._write(message)
         kept._write(kept.connected_answer)
         log.info("browser_recovered", sid=kept.sid, missed=len(missed))
         return True
+
+    def _replay(self, missed: list[Message], first: int, away_from: int) -> list[Message]:
+        """What a returning browser is given of what came after its offset (``first`` is the
+        number of ``missed[0]``): everything kept while it was away; of what was written to
+        it before, only the events with an offset (and their attachments), as a Socket.IO
+        server replays: an ack or an ack request it got already must not come twice."""
+        replay: list[Message] = []
+        attachments = 0
+        mark = f',"{self.epoch}.'
+        for number, message in enumerate(missed, first):
+            if number >= away_from:
+                replay.append(message)
+            elif isinstance(message, bytes):
+                if attachments:
+                    attachments -= 1
+                    replay.append(message)
+            elif message.endswith('"]') and mark in message[-40:]:
+                replay.append(message)
+                attachments = _attachments(message)
+        return replay
 
     # -- what the relay decides ----------------------------------------------------------
 
@@ -763,7 +813,7 @@ class Relay:
         if not self._rate_limit.allow(sid):
             reason = "rate_limited"
         elif name is None:
-            return None  # not an event the backend takes: it answers as it would directly
+            reason = "event_invalid"  # an event's name is a string: checks need it
         elif name in RESERVED_EVENTS and name != "*":
             reason = "event_reserved"
         elif self.settings.client_events is not None and name not in self.settings.client_events:
@@ -779,6 +829,13 @@ class Relay:
             self._limited.add(sid)
         self.metrics.client_events.labels(event_label(event), reason).inc()
         return {"error": reason, "event": event}
+
+    def unreadable(self, session: Session) -> None:
+        """A browser message that is not a Socket.IO packet: not sent on, logged, counted."""
+        log.warning(
+            "client_event_refused", client_event="other", reason="not_a_packet", sid=session.sid
+        )
+        self.metrics.client_events.labels("other", "not_a_packet").inc()
 
     def drop(self, session: Session, reason: str) -> None:
         """A browser that stopped reading: disconnected, its backend connection closed."""

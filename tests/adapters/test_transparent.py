@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import jwt
 
 from enricher.app import RunningTransparent, running
@@ -109,3 +111,63 @@ async def test_a_browser_whose_token_expires_is_disconnected_and_comes_back_with
         assert await asyncio.wait_for(backend.disconnections.get(), 10) == first
         await browser.sio.disconnect()
         await stranger.sio.disconnect()
+
+
+async def test_an_event_whose_name_cannot_be_read_is_refused_not_forwarded(
+    backend: StubBackend,
+) -> None:
+    """A hand-made packet a Node server may still read as an event (a space before the
+    array) is checked like any other: with an allow-list, it never reaches the backend."""
+    async with (
+        transparent(backend, client_events=["echo"]) as proxy,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(
+            f"ws://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=websocket"
+        ) as ws,
+    ):
+        assert (await ws.receive_str()).startswith("0{")  # engine.io OPEN
+        await ws.send_str("40")
+        assert (await ws.receive_str()).startswith("40{")  # the backend's CONNECT answer
+        await ws.send_str('421 ["forbidden"]')
+        await ws.send_str("4not a packet")  # an engine.io message, no Socket.IO packet
+        await ws.send_str('422["echo","ok"]')
+        answers = [await ws.receive_str() for _ in range(2)]
+        assert answers[0] == '431[{"error":"event_invalid","event":"other"}]'
+        assert answers[1] == '432["ok"]'
+        assert await backend.client_events.get() == ("echo", ("ok",))
+        assert backend.client_events.empty()
+
+
+async def test_a_kept_session_the_backend_ended_is_not_given_back(backend: StubBackend) -> None:
+    """A browser away while the backend ends its socket: its session is gone, and the
+    browser coming back with its pid gets a new session and enricher:resync, not a dead one."""
+    url = "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket"
+    async with transparent(backend) as proxy, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url.format(proxy.public_port))
+        await ws.receive_str()  # engine.io OPEN
+        await ws.send_str("40")
+        answer = json.loads((await ws.receive_str())[2:])
+        sid = await asyncio.wait_for(backend.connections.get(), 5)
+        assert answer["sid"] == sid and answer["pid"].startswith("enricher.")
+        await ws.close()  # lost, without a DISCONNECT: kept for its return
+        await asyncio.wait_for(_until(lambda: answer["pid"] in proxy.relay.kept), 5)
+        await backend.sio.disconnect(sid)  # the backend ends it meanwhile
+        await asyncio.wait_for(_until(lambda: not proxy.relay.kept), 5)
+
+        ws = await http.ws_connect(url.format(proxy.public_port))
+        await ws.receive_str()
+        offset = f"{proxy.relay.epoch}.0"
+        await ws.send_str("40" + json.dumps({"pid": answer["pid"], "offset": offset}))
+        again = json.loads((await ws.receive_str())[2:])
+        assert again["sid"] != sid and again["pid"] != answer["pid"]
+        assert (await ws.receive_str()).startswith('42["enricher:resync"')
+        await ws.close()
+
+
+async def _until(condition: Any) -> None:
+    """Until ``condition()`` holds: the proxy's state, looked at as its tasks run (the
+    caller bounds the wait)."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.01)

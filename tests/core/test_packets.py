@@ -3,6 +3,8 @@ and what it writes must be what socket.io-client expects."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from enricher import packets
@@ -122,3 +124,29 @@ def test_while_away_everything_is_kept_up_to_the_limit_then_nothing() -> None:
     assert log.overflowed
     assert log.after(1) is None
     assert log.last == 5  # numbers go on
+
+
+def test_numbers_longer_than_any_id_are_no_packet() -> None:
+    with pytest.raises(packets.BadPacket):
+        packets.read_header("2" + "9" * 5000 + '["x"]')
+
+
+async def test_a_session_that_leaves_does_not_cancel_the_others_rest_answer() -> None:
+    from enricher.join import RestFailure
+    from enricher.sessions import SharedRooms
+
+    asked, answered = asyncio.Event(), asyncio.Event()
+
+    async def fetch_room(room_id: str, wanted: object) -> RestFailure:
+        asked.set()
+        await answered.wait()
+        return RestFailure("rest_status_5xx")
+
+    rooms = SharedRooms(fetch_room, reuse=3.0, clock=lambda: 1.0)
+    first = asyncio.ensure_future(rooms.fetch("r1", None))
+    second = asyncio.ensure_future(rooms.fetch("r1", None))
+    await asked.wait()
+    first.cancel()  # its browser left
+    answered.set()
+    assert await second == (1.0, RestFailure("rest_status_5xx"))
+    assert rooms.requests == 1
