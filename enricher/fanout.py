@@ -68,6 +68,7 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         super().__init__(handler, server)
         self.sending = 0
         self.transport: Any = None
+        self.close_code: int | None = None  # the browser's, when it closed the WebSocket
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request = environ["aiohttp.request"]
@@ -96,6 +97,8 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
             WSCloseCode.MESSAGE_TOO_BIG
         ):
             self.too_large(self.handler.__self__.sid, str(msg.data))
+        if msg.type == WSMsgType.CLOSE:
+            self.close_code = msg.data
         if not isinstance(msg.data, bytes | str):
             if self.handler.__self__.upgraded:
                 # None ends python-engineio's read loop as well; an exception would too, but

@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import engineio
 import structlog
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from cachetools import LRUCache, TTLCache
 
 from . import jsonwire, packets
@@ -677,6 +677,7 @@ class Relay:
             or not self.accepting
             or session.namespaces != {"/"}
             or reason == "server disconnect"
+            or self._going_away(session.eio_sid)
         ):
             return False
         assert session.sent is not None
@@ -686,6 +687,13 @@ class Relay:
         )
         self.kept[session.pid] = session
         return True
+
+    def _going_away(self, eio_sid: str) -> bool:
+        """Whether the browser closed its WebSocket as a page being left does (1001, going
+        away): a tab closed, not a network lost. Its backend connection ends at once, so
+        the backend's presence is right."""
+        websocket = self._websockets.get(eio_sid)
+        return websocket is not None and websocket.close_code == WSCloseCode.GOING_AWAY
 
     def forget(self, session: Session, reason: str) -> None:
         """A kept session nobody came back for in time (or that missed too much): its

@@ -171,3 +171,29 @@ async def _until(condition: Any) -> None:
         if condition():
             return
         await asyncio.sleep(0.01)
+
+
+async def test_a_closed_tab_leaves_at_once_a_lost_connection_is_kept(
+    backend: StubBackend,
+) -> None:
+    """A page being left closes its WebSocket with 1001 (going away): the backend sees the
+    agent leave at once. A connection lost without a close frame (the network, a sleeping
+    laptop) keeps its backend connection for the browser's return."""
+    url = "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket"
+    async with transparent(backend) as proxy, aiohttp.ClientSession() as http:
+        sids = []
+        for _ in range(2):
+            ws = await http.ws_connect(url.format(proxy.public_port))
+            await ws.receive_str()  # engine.io OPEN
+            await ws.send_str("40")
+            await ws.receive_str()  # the backend's CONNECT answer
+            sids.append((ws, await asyncio.wait_for(backend.connections.get(), 5)))
+        (closing, closing_sid), (lost, lost_sid) = sids
+        await closing.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+        assert await asyncio.wait_for(backend.disconnections.get(), 5) == closing_sid
+        lost._response.connection.transport.abort()  # no close frame
+        await asyncio.wait_for(_until(lambda: len(proxy.relay.kept) == 1), 5)
+        (kept,) = proxy.relay.kept.values()
+        assert kept.sid == lost_sid
+        assert backend.disconnections.empty()  # the lost one's backend socket stays
+        await lost.close()
