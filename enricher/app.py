@@ -102,7 +102,7 @@ async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
+async def running(settings: Settings) -> AsyncIterator[Running | RunningTransparent]:
     """Start the proxy; on exit, send every held room and stop cleanly."""
     metrics = Metrics()
     join = Join(
@@ -149,7 +149,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             async with _transparent(
                 settings, metrics, fetcher, session, access_session, http_session, tls
             ) as started:
-                yield started  # type: ignore[misc]
+                yield started
             return
         downstream: Downstream
         driver: JoinDriver
@@ -274,24 +274,13 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)
         finally:
             downstream.accepting = False  # not ready from now on, new browsers refused
-            deadline = asyncio.get_running_loop().time() + settings.shutdown_grace
-            try:
-                async with asyncio.timeout_at(deadline):
-                    if shared is None:
-                        await upstream.stop()  # no new events from here
-                        await driver.flush("shutdown")  # held rooms go out, emits drain
-                        await downstream.close()  # browsers reconnect, to another replica
-                    else:
-                        await _hand_over(settings, upstream, driver, downstream, shared)
-                    # Uploads and downloads under way finish (new ones are still relayed:
-                    # the load balancer may send some until it has seen /readyz fail).
-                    await passthrough.idle()
-            except TimeoutError:
-                log.warning(
-                    "shutdown_grace_exceeded",
-                    shutdown_grace=settings.shutdown_grace,
-                    http_requests_cut=passthrough.in_flight,
-                )
+            async with _within_grace(settings, passthrough):
+                if shared is None:
+                    await upstream.stop()  # no new events from here
+                    await driver.flush("shutdown")  # held rooms go out, emits drain
+                    await downstream.close()  # browsers reconnect, to another replica
+                else:
+                    await _hand_over(settings, upstream, driver, downstream, shared)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -378,20 +367,29 @@ async def _transparent(
         yield RunningTransparent(public_port, admin_port, relay, rooms, metrics)
     finally:
         relay.accepting = False
-        try:
-            async with asyncio.timeout(settings.shutdown_grace):
-                await relay.close()
-                await passthrough.idle()
-        except TimeoutError:
-            log.warning(
-                "shutdown_grace_exceeded",
-                shutdown_grace=settings.shutdown_grace,
-                http_requests_cut=passthrough.in_flight,
-            )
+        async with _within_grace(settings, passthrough):
+            await relay.close()  # held rooms go out, browsers reconnect (to another replica)
         await public.cleanup()
         await admin.cleanup()
         await backend_sockets.close()
         log.info("stopped")
+
+
+@contextlib.asynccontextmanager
+async def _within_grace(settings: Settings, passthrough: Passthrough) -> AsyncIterator[None]:
+    """A shutdown's steps, then the relayed uploads and downloads under way (new ones are
+    still relayed: the load balancer may send some until it has seen /readyz fail), all
+    within ``shutdown_grace``; past it, what is left is cut, and said."""
+    try:
+        async with asyncio.timeout(settings.shutdown_grace):
+            yield
+            await passthrough.idle()
+    except TimeoutError:
+        log.warning(
+            "shutdown_grace_exceeded",
+            shutdown_grace=settings.shutdown_grace,
+            http_requests_cut=passthrough.in_flight,
+        )
 
 
 async def _sites(

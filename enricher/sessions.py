@@ -534,7 +534,7 @@ class Relay:
             max_payload_bytes, metrics, lambda eio_sid: eio_sid, lambda sid: sid in self.sessions
         )
         websocket = websocket_class(compress=compression, too_large=limit.websocket)
-        self.websockets = self._websockets = websocket.sockets
+        self.websockets = websocket.sockets
         self.backlog: dict[str, int] = {}  # messages queued for each browser, not yet written
         self.eio = engineio.AsyncServer(
             async_mode="aiohttp",
@@ -583,7 +583,7 @@ class Relay:
         """Entries of each table kept per browser; all 0 once every browser has left."""
         return {
             "browser_engine_sockets": len(self.eio.sockets),
-            "browser_websockets": len(self._websockets),
+            "browser_websockets": len(self.websockets),
             "browser_sessions": len(self.sessions),
             "recovery_sessions": len(self.kept),
             "recovery_events": sum(len(s.sent) for s in self.kept.values() if s.sent),
@@ -692,7 +692,7 @@ class Relay:
         """Whether the browser closed its WebSocket as a page being left does (1001, going
         away): a tab closed, not a network lost. Its backend connection ends at once, so
         the backend's presence is right."""
-        websocket = self._websockets.get(eio_sid)
+        websocket = self.websockets.get(eio_sid)
         return websocket is not None and websocket.close_code == WSCloseCode.GOING_AWAY
 
     def forget(self, session: Session, reason: str) -> None:
@@ -860,7 +860,7 @@ class Relay:
         session.closing = True
         socket = self.eio.sockets.get(session.eio_sid)
         if socket is not None:
-            await close_engine_socket(self.eio, self._websockets, socket)
+            await close_engine_socket(self.eio, self.websockets, socket)
         await self._disconnect(session.eio_sid, "server disconnect")
         await session.close()
 
