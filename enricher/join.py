@@ -29,8 +29,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from cachetools import TTLCache
-
+from .expiring import Expiring
 from .payloads import (
     Message,
     Parsed,
@@ -280,22 +279,22 @@ class Join:
         self._jitter = jitter
         self._now = 0.0
         self.pending_rooms: dict[str, PendingRoom] = {}
-        self.snapshots_sent: TTLCache[str, SnapshotSent] = TTLCache(
-            limits.max_known_rooms, limits.known_room_ttl, timer=self._clock
+        self.snapshots_sent: Expiring[str, SnapshotSent] = Expiring(
+            limits.max_known_rooms, limits.known_room_ttl, self._clock
         )
         # Messages of rooms without a snapshot, with their arrival times (see _remember_early).
-        self.early_messages: TTLCache[str, deque[tuple[float, Message]]] = TTLCache(
-            limits.max_known_rooms, limits.early_message_ttl, timer=self._clock
+        self.early_messages: Expiring[str, deque[tuple[float, Message]]] = Expiring(
+            limits.max_known_rooms, limits.early_message_ttl, self._clock
         )
-        self.message_ids: dict[str, TTLCache[str, bool]] = {
-            event: TTLCache(limits.max_message_ids, limits.message_id_ttl, timer=self._clock)
+        self.message_ids: dict[str, Expiring[str, bool]] = {
+            event: Expiring(limits.max_message_ids, limits.message_id_ttl, self._clock)
             for event in (NEW_MESSAGE, ROOM_MESSAGE)
         }
         self._timers: list[tuple[float, str]] = []
         self.outages: deque[Outage] = deque(maxlen=limits.max_outages)
         # Rooms REST showed to be older than every outage (or undated): never asked again.
-        self.rooms_checked: TTLCache[str, str] = TTLCache(
-            limits.max_known_rooms, limits.known_room_ttl, timer=self._clock
+        self.rooms_checked: Expiring[str, str] = Expiring(
+            limits.max_known_rooms, limits.known_room_ttl, self._clock
         )
 
     def _clock(self) -> float:
