@@ -290,7 +290,8 @@ def _reaches(stored: Stored, session: Session) -> bool:
 
 class SentLog:
     """What was sent to one browser lately (transparent mode), numbered from 1, so that it
-    gets what it missed when it comes back after a blip.
+    gets what it missed when it comes back after a blip. Messages are kept as they came
+    (one string for every browser that got the same), their offsets given when written.
 
     While the browser is connected only the last ``window`` seconds are kept: a connection
     that broke is noticed within the heartbeat (ping interval and timeout), so what was

@@ -142,6 +142,35 @@ def _stamped(message: Message, offset: str) -> Message:
     return f'{message[:-1]},"{offset}"]'
 
 
+def with_offset(message: Message, number: int, epoch: str) -> Message:
+    """Message ``number`` of a session's log as its browser gets it: an event of ``/``
+    with its offset (a binary event's is its last attachment's number)."""
+    if not isinstance(message, str):
+        return message
+    return _stamped(message, f"{epoch}.{number + _attachments(message)}")
+
+
+def replay(missed: list[Message], first: int, away_from: int, epoch: str) -> list[Message]:
+    """What a returning browser is given of what came after its offset (``first`` is the
+    number of ``missed[0]``): everything kept while it was away (from ``away_from`` on);
+    of what was written to it before, only the events with an offset and their
+    attachments, as a Socket.IO server replays: an ack or an ack request it got already
+    must not come twice."""
+    replayed: list[Message] = []
+    attachments = 0
+    for number, message in enumerate(missed, first):
+        if number >= away_from:
+            replayed.append(with_offset(message, number, epoch))
+        elif isinstance(message, bytes):
+            if attachments:
+                attachments -= 1
+                replayed.append(message)
+        elif (stamped := with_offset(message, number, epoch)) is not message:
+            replayed.append(stamped)
+            attachments = _attachments(message)
+    return replayed
+
+
 class SharedRooms:
     """``GET /rooms/<id>`` for every session at once: one request per room at a time, and
     its answer (a failure too) given to every session that asks within ``reuse`` seconds
@@ -192,6 +221,8 @@ class SharedReading:
         self._parsed: LRUCache[int, tuple[object, Any]] = LRUCache(size)
         self._snapshots: LRUCache[tuple[int, ...], tuple[tuple[Any, ...], Any]] = LRUCache(size)
         self._encoded: LRUCache[tuple[str, int], tuple[Any, str]] = LRUCache(size)
+        self._texts: dict[str, str] = {}
+        self._size = size
         self.parsers = Parsers(
             room=self._memo(parse_room), message=self._memo(parse_message), snapshot=self._built
         )
@@ -218,6 +249,15 @@ class SharedReading:
         text = packets.event(name, args)
         self._encoded[(name, id(args[0]))] = (args[0], text)
         return text
+
+    def same(self, text: str) -> str:
+        """The one copy of a message that every session keeps in its recovery log (each
+        browser's copy of a broadcast arrives as a string of its own)."""
+        texts = self._texts
+        kept = texts.setdefault(text, text)
+        if len(texts) > self._size:
+            texts.clear()  # a broadcast still arriving is kept twice, no more
+        return kept
 
     def arguments(self, text: str, header: packets.Header) -> tuple[Any, ...]:
         args = self._arguments.get(text)
@@ -375,17 +415,18 @@ class Session:
         """Send (or, while the browser is away, keep) one message; with enricher's recovery,
         an event of ``/`` carries its offset as its last argument."""
         sent = self.sent
-        if sent is not None:
-            # a binary event arrives with its attachments: its offset is its last one's
-            last = sent.last + 1 + (_attachments(message) if isinstance(message, str) else 0)
-            message = _stamped(message, f"{self.relay.epoch}.{last}")
-            sent.add(message, asyncio.get_running_loop().time(), away=self.away is not None)
-            if sent.overflowed and self.away is not None:
-                self.relay.forget(self, "too_many_missed")
-                return
-        if self.away is not None:
+        if sent is None:
+            if self.away is None:
+                self._write(message)
             return
-        self._write(message)
+        if isinstance(message, str):
+            message = self.relay.reading.same(message)  # kept once, however many browsers
+        number = sent.add(message, asyncio.get_running_loop().time(), away=self.away is not None)
+        if self.away is not None:
+            if sent.overflowed:
+                self.relay.forget(self, "too_many_missed")
+            return
+        self._write(with_offset(message, number, self.relay.epoch))
 
     def _write(self, message: Message) -> None:
         """Write one message to the browser: straight to its WebSocket when nothing waits
@@ -742,33 +783,13 @@ class Relay:
         fresh.expiry = None
         fresh.closing = True
         self._background(fresh.close())
-        for message in self._replay(missed, number + 1, kept.away_from):
+        for message in replay(missed, number + 1, kept.away_from, self.epoch):
             if kept.closing:  # dropped for its backlog meanwhile
                 return True
             kept._write(message)
         kept._write(kept.connected_answer)
         log.info("browser_recovered", sid=kept.sid, missed=len(missed))
         return True
-
-    def _replay(self, missed: list[Message], first: int, away_from: int) -> list[Message]:
-        """What a returning browser is given of what came after its offset (``first`` is the
-        number of ``missed[0]``): everything kept while it was away; of what was written to
-        it before, only the events with an offset (and their attachments), as a Socket.IO
-        server replays: an ack or an ack request it got already must not come twice."""
-        replay: list[Message] = []
-        attachments = 0
-        mark = f',"{self.epoch}.'
-        for number, message in enumerate(missed, first):
-            if number >= away_from:
-                replay.append(message)
-            elif isinstance(message, bytes):
-                if attachments:
-                    attachments -= 1
-                    replay.append(message)
-            elif message.endswith('"]') and mark in message[-40:]:
-                replay.append(message)
-                attachments = _attachments(message)
-        return replay
 
     # -- what the relay decides ----------------------------------------------------------
 

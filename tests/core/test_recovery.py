@@ -7,7 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enricher.recovery import NotRecovered, Recovered, Recovery
+from enricher.recovery import NotRecovered, Recovered, Recovery, SentLog
+from enricher.sessions import replay, with_offset
 
 
 class Clock:
@@ -159,3 +160,38 @@ def test_an_offset_of_any_length_is_an_answer_not_an_error() -> None:
     for offset in (f"{recovery.epoch}." + "1" * 5000, f"{recovery.epoch}.٣", "x" * 100_000):
         recovery.leave("sid-a", "pid-a", ["sid-a"], recovery.last)
         assert isinstance(recovery.restore("pid-a", offset), Recovered)
+
+
+def test_a_returning_browser_gets_offset_events_it_had_and_all_it_missed_each_once() -> None:
+    """Transparent mode: the log keeps the backend's messages as they came; a browser
+    back after a blip is replayed, of what it was written before it went, only the events
+    (with their offsets and attachments), and everything that came while it was away."""
+    log = SentLog(window=90.0, limit=100)
+    written = [
+        '2["a"]',  # 1: an event
+        '31["ok"]',  # 2: the ack of the browser's emit: it had it, never twice
+        '25["question"]',  # 3: the server's ack request: no offset, not again
+        '51-["file",{"_placeholder":true,"num":0}]',  # 4 and its attachment 5
+        b"\x00\xff",
+    ]
+    for message in written:
+        log.add(message, 0.0, away=False)
+    assert with_offset(written[3], 4, "e") == '51-["file",{"_placeholder":true,"num":0},"e.5"]'
+    away_from = log.last + 1
+    while_away = ['2["b"]', '32["late ack"]']
+    for message in while_away:
+        log.add(message, 1.0, away=True)
+    missed = log.after(0)
+    assert missed is not None
+    assert replay(missed, 1, away_from, "e") == [
+        '2["a","e.1"]',
+        '51-["file",{"_placeholder":true,"num":0},"e.5"]',
+        b"\x00\xff",
+        '2["b","e.6"]',
+        '32["late ack"]',
+    ]
+    later = log.after(5)  # it had everything up to the attachment
+    assert later is not None and replay(later, 6, away_from, "e") == [
+        '2["b","e.6"]',
+        '32["late ack"]',
+    ]
