@@ -258,6 +258,34 @@ class Parsers:
     )
 
 
+class EarlyMessages:
+    """The latest messages of one room without a snapshot, with their arrival times (two
+    deques, not one of pairs: a pair holding a message is one more object for Python's
+    garbage collector to walk, and a join per browser holds many)."""
+
+    __slots__ = ("messages", "times")
+
+    def __init__(self, maxlen: int) -> None:
+        self.times: deque[float] = deque(maxlen=maxlen)
+        self.messages: deque[Message] = deque(maxlen=maxlen)
+
+    def add(self, at: float, message: Message, oldest: float) -> None:
+        """Keep ``message``, forgetting those that arrived at ``oldest`` or before."""
+        times, messages = self.times, self.messages
+        while times and times[0] <= oldest:
+            times.popleft()
+            messages.popleft()
+        times.append(at)
+        messages.append(message)
+
+    def since(self, oldest: float) -> list[Message]:
+        """The messages that arrived after ``oldest``, in order."""
+        return [m for at, m in zip(self.times, self.messages, strict=True) if at > oldest]
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
 class Join:
     """Holds new rooms until they are known, then emits one snapshot per room."""
 
@@ -283,7 +311,7 @@ class Join:
             limits.max_known_rooms, limits.known_room_ttl, self._clock
         )
         # Messages of rooms without a snapshot, with their arrival times (see _remember_early).
-        self.early_messages: Expiring[str, deque[tuple[float, Message]]] = Expiring(
+        self.early_messages: Expiring[str, EarlyMessages] = Expiring(
             limits.max_known_rooms, limits.early_message_ttl, self._clock
         )
         self.message_ids: dict[str, Expiring[str, bool]] = {
@@ -616,17 +644,14 @@ class Join:
         are simply older than the proxy, so each keeps only its latest messages."""
         early = self.early_messages.get(message.room_id)
         if early is None:
-            early = deque(maxlen=self.limits.max_early_messages_per_room)
-        oldest = self._now - self.limits.early_message_ttl
-        while early and early[0][0] <= oldest:
-            early.popleft()
-        early.append((self._now, message))
+            early = EarlyMessages(self.limits.max_early_messages_per_room)
+        early.add(self._now, message, self._now - self.limits.early_message_ttl)
         self.early_messages[message.room_id] = early
 
     def _early(self, room_id: str, now: float) -> list[Message]:
         """The early messages of a room that has just arrived, younger than the TTL."""
-        oldest = now - self.limits.early_message_ttl
-        return [m for at, m in self.early_messages.pop(room_id, ()) if at > oldest]
+        early = self.early_messages.pop(room_id, None)
+        return early.since(now - self.limits.early_message_ttl) if early is not None else []
 
     # -- the snapshot -------------------------------------------------------------------
 
