@@ -25,6 +25,7 @@ from socketio import packet
 
 from . import jsonwire
 from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess
+from .client_packets import ClientPackets, Refusal, Verdict
 from .fanout import BroadcastManager, close_engine_socket, node_engine, websocket_class
 from .join import Emit
 from .jsonwire import event_packet
@@ -86,6 +87,9 @@ class BackendPort(Protocol):
 
 class _Server(socketio.AsyncServer):  # type: ignore[misc]
     on_undecodable: Callable[[str, str], Awaitable[None]]
+    # Each browser message, before python-socketio reads it: False when it is refused.
+    screen: Callable[[str, str | bytes], Awaitable[bool]]
+    client_packets: ClientPackets
     on_refused: Callable[[str, Any, str], dict[str, Any]]
     rate_allows: Callable[[str], bool]
     admit: Callable[[str, Any, int], Awaitable[tuple[Credentials, Admission]]]
@@ -250,6 +254,8 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_disconnect(self, eio_sid, reason):  # type: ignore[no-untyped-def]
         self._connect_attempts.pop(eio_sid, None)
+        self.client_packets.forget(eio_sid)
+        self._binary_packet.pop(eio_sid, None)  # attachments python-socketio was given
         # A connection lost (not a namespace DISCONNECT, nor enricher's own close): its
         # session is kept, with its rooms, before python-socketio forgets them.
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
@@ -272,6 +278,8 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
                 self.manager.unrecoverable.discard(sid)
 
     async def _handle_eio_message(self, eio_sid, data):  # type: ignore[no-untyped-def]
+        if not await self.screen(eio_sid, data):
+            return None
         try:
             return await super()._handle_eio_message(eio_sid, data)
         except RecursionError:  # arguments nested deeper than a JSON decoder goes
@@ -552,6 +560,8 @@ class Downstream:
         self.sio.on(ROOM_LEAVE, self._room_leave)
         self.sio.on("*", self._client_event)
         self.sio.on_undecodable = self._undecodable
+        self.sio.client_packets = self._client_packets = ClientPackets(max_payload_bytes)
+        self.sio.screen = self._screen
         self.sio.on_refused = lambda sid, event, reason: self._refuse(str(event), reason, sid)
         self.sio.rate_allows = self._rate_allows
         self.sio.admit = self._admit
@@ -848,6 +858,31 @@ class Downstream:
         event, ack_id = (found[0], found[1]) if found else ("other", None)
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
         await self.sio.ack(eio_sid, ack_id, self._refuse(event, "payload_too_deep", sid))
+
+    async def _screen(self, eio_sid: str, data: str | bytes) -> bool:
+        """Whether a browser message may reach python-socketio (client_packets); one that
+        may not gets its error (its ack, or its connection closed), a log line, a metric."""
+        socket = self.sio.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed:
+            return False  # what was still on its way from a browser enricher closed
+        checks = self._client_packets
+        verdict = (
+            checks.text(eio_sid, data)
+            if isinstance(data, str)
+            else checks.binary(eio_sid, len(data))
+        )
+        if verdict is Verdict.PASS:
+            return True
+        if isinstance(verdict, Refusal):
+            sid = self.sio.manager.sid_from_eio_sid(eio_sid, verdict.namespace) or eio_sid
+            answer = self._refuse(verdict.event, verdict.reason, sid)
+            if verdict.ack_id is not None and verdict.namespace == "/":
+                await self.sio.ack(eio_sid, verdict.ack_id, answer)
+            if verdict.close and not socket.closing:
+                self.sio._binary_packet.pop(eio_sid, None)
+                # not awaited here: the close waits for this very message's handler
+                self._background(self._close_engine_socket(socket))
+        return False
 
     def _rate_allows(self, sid: str) -> bool:
         if self.rate_limit.allow(sid):

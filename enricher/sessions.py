@@ -40,6 +40,7 @@ from . import jsonwire, packets
 from .access import HANDSHAKE_CREDENTIALS, Credentials, Gate, Refused
 from .backend import FetchRoom, RestResult
 from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
+from .client_packets import ClientPackets, Refusal, Verdict
 from .downstream import (
     RESERVED_EVENTS,
     RESYNC,
@@ -311,7 +312,6 @@ class Session:
         self.backend = backend(self)
         self.driver: JoinDriver | None = None  # made at the first event the join takes
         self.reader: asyncio.Task[None] | None = None
-        self.swallow = 0  # attachments of a refused binary packet still to come
         self.expiry: asyncio.TimerHandle | None = None
         self.closing = False
         # Connection state recovery by enricher (the backend has none of its own): the pid
@@ -473,18 +473,24 @@ class Session:
 
     async def from_browser(self, message: Message) -> None:
         """One engine.io message from the browser, in order."""
+        relay = self.relay
+        if self.closing:
+            return
+        checks = relay.client_packets
+        verdict = (
+            checks.text(self.eio_sid, message)
+            if isinstance(message, str)
+            else checks.binary(self.eio_sid, len(message))
+        )
+        if isinstance(verdict, Refusal):
+            await relay.refuse_packet(self, verdict)
+            return
+        if verdict is Verdict.DROP:
+            return
         if isinstance(message, bytes):
-            if self.swallow:
-                self.swallow -= 1
-                return
             await self.backend.send(message)
             return
-        try:
-            header = packets.read_header(message)
-        except packets.BadPacket:
-            # socket.io-client sends none; what enricher cannot read, it cannot check either
-            self.relay.unreadable(self)
-            return
+        header = packets.read_header(message)  # it is a packet: checked
         if header.type == packets.CONNECT:
             if not await self.relay.admit(self, message, header):
                 return
@@ -505,7 +511,7 @@ class Session:
         elif header.type in (packets.EVENT, packets.BINARY_EVENT):
             refusal = self.relay.refusal(self, message, header)
             if refusal is not None:
-                self.swallow = header.attachments
+                checks.refused(self.eio_sid)  # its attachments are not sent on either
                 if header.ack_id is not None:
                     self.to_browser(packets.ack(header.ack_id, (refusal,), header.namespace))
                 return
@@ -558,6 +564,7 @@ class Relay:
         self.metrics = metrics
         self.rooms = rooms
         self.reading = SharedReading()
+        self.client_packets = ClientPackets(max_payload_bytes)
         self._http = http
         self._rules = rules
         self._tls = tls
@@ -631,6 +638,7 @@ class Relay:
             "browser_rate_buckets": len(self._rate_limit),
             "browser_backlogs": len(self.backlog),
             "browser_rate_limited": len(self._limited),
+            "browser_binary_packets": len(self.client_packets),
             "session_rooms_held": sum(s.rooms_held for s in self.sessions.values()),
             "shared_room_answers": len(self.rooms),
         }
@@ -697,6 +705,7 @@ class Relay:
             return
         self.metrics.browsers.dec()
         self.backlog.pop(eio_sid, None)
+        self.client_packets.forget(eio_sid)
         self._rate_limit.forget(eio_sid)
         self._limited.discard(eio_sid)
         kept = self._keep(session, reason)
@@ -859,12 +868,23 @@ class Relay:
         self.metrics.client_events.labels(event_label(event), reason).inc()
         return {"error": reason, "event": event}
 
-    def unreadable(self, session: Session) -> None:
-        """A browser message that is not a Socket.IO packet: not sent on, logged, counted."""
+    async def refuse_packet(self, session: Session, refusal: Refusal) -> None:
+        """A browser message that fails client_packets' checks: not sent on; the browser
+        gets the error in its ack if it asked for one, or its connection is closed (as a
+        Node server closes it for the same)."""
         log.warning(
-            "client_event_refused", client_event="other", reason="not_a_packet", sid=session.sid
+            "client_event_refused",
+            client_event=refusal.event,
+            reason=refusal.reason,
+            sid=session.sid,
         )
-        self.metrics.client_events.labels("other", "not_a_packet").inc()
+        self.metrics.client_events.labels(event_label(refusal.event), refusal.reason).inc()
+        if refusal.ack_id is not None:
+            answer = {"error": refusal.reason, "event": refusal.event}
+            session.to_browser(packets.ack(refusal.ack_id, (answer,), refusal.namespace))
+        if refusal.close and not session.closing:
+            session.closing = True  # nothing more of it is read
+            self._background(self.close_browser(session))
 
     def drop(self, session: Session, reason: str) -> None:
         """A browser that stopped reading: disconnected, its backend connection closed."""

@@ -293,6 +293,11 @@ class Backend:
             )
         return int(result["total"])
 
+    async def connections(self) -> tuple[int, int]:
+        """Socket.IO connections the backend has seen in all, and has now."""
+        result = await self._call("GET", "/_control/connections")
+        return int(result["total"]), int(result["connected"])
+
     async def rooms(self) -> list[str]:
         return list((await self._call("GET", "/_control/rooms"))["rooms"])
 
