@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 
 from .access import Gate, RoomAccess, make_gate
 from .backend import CircuitBreaker, RoomFetcher
@@ -82,7 +83,15 @@ def _loopback(address: str) -> bool:
         return False
 
 
+async def _server_name(request: web.Request, response: web.StreamResponse) -> None:
+    """enricher's own answers do not name the software and version serving them (aiohttp's
+    default does, for anyone probing for known flaws); a relayed one keeps the backend's."""
+    if response.headers.get("Server") == SERVER_SOFTWARE:  # aiohttp's, set before this hook
+        response.headers["Server"] = "enricher"
+
+
 async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
+    app.on_response_prepare.append(_server_name)
     # Browsers are closed before the runners are; their handlers end at once (relayed HTTP
     # requests are waited for before). Request bodies stay as sent (a gzip upload is
     # relayed gzipped), and headers may be as long as Node's server takes them (16 KiB).

@@ -51,8 +51,30 @@ HOP_BY_HOP = frozenset(
 )
 # Set by enricher for the backend (Host: the backend's own), or answered here (Expect).
 _REQUEST_OWN = frozenset({"host", "expect", "x-forwarded-for", "x-forwarded-proto"})
-# Where a request came from, as proxies in front say: believed from trusted ones only.
-_FORWARDED = frozenset({"x-forwarded-host", "forwarded", "x-real-ip", "true-client-ip"})
+# Where a request came from or what it was, as proxies in front say: believed from trusted
+# ones only (frameworks and CDNs read each of them as the client's address, port, path).
+_FORWARDED = frozenset(
+    {
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-original-url",
+        "x-original-host",
+        "x-rewrite-url",
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+    }
+)
+# A Host header's syntax (RFC 9110 7.2: uri-host [":" port]); anything else is not sent on.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(:[0-9]{1,5})?")
 # Headers aiohttp would add to a request on its own: the backend gets the browser's only.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 _CHUNK = 64 * 1024
@@ -140,7 +162,7 @@ def request_headers(
     if chain:
         relayed["X-Forwarded-For"] = ", ".join(chain)
     relayed["X-Forwarded-Proto"] = (trusted and headers.get("X-Forwarded-Proto")) or scheme
-    if "X-Forwarded-Host" not in relayed:
+    if "X-Forwarded-Host" not in relayed and _HOST.fullmatch(host):
         relayed["X-Forwarded-Host"] = host
     _via(relayed)
     return relayed

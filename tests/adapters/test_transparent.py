@@ -197,3 +197,15 @@ async def test_a_closed_tab_leaves_at_once_a_lost_connection_is_kept(
         assert kept.sid == lost_sid
         assert backend.disconnections.empty()  # the lost one's backend socket stays
         await lost.close()
+
+
+async def test_answers_name_no_software_version(backend: StubBackend) -> None:
+    """aiohttp's default Server header names itself and its version."""
+    async with transparent(backend) as proxy, aiohttp.ClientSession() as http:
+        for url in (
+            f"http://127.0.0.1:{proxy.admin_port}/healthz",
+            f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=polling",
+            f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=9&transport=polling",
+        ):
+            async with http.get(url) as answer:
+                assert answer.headers["Server"] == "enricher", url

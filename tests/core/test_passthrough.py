@@ -80,6 +80,12 @@ def test_forwarding_headers_of_an_untrusted_peer_are_replaced() -> None:
                 ("X-Forwarded-Proto", "https"),
                 ("X-Forwarded-Host", "evil.example"),
                 ("Forwarded", "for=6.6.6.6"),
+                ("X-Forwarded-Port", "443"),
+                ("X-Forwarded-Prefix", "/admin"),
+                ("X-Original-URL", "/admin/users"),
+                ("X-Client-IP", "6.6.6.6"),
+                ("CF-Connecting-IP", "6.6.6.6"),
+                ("X-Real-IP", "6.6.6.6"),
                 ("Connection", "keep-alive, X-Secret-Hop"),
                 ("X-Secret-Hop", "1"),
                 ("Keep-Alive", "timeout=5"),
@@ -101,6 +107,15 @@ def test_forwarding_headers_of_an_untrusted_peer_are_replaced() -> None:
         ("X-Forwarded-Host", "crm.example"),
         ("Via", "1.1 enricher"),
     ]
+
+
+def test_a_host_that_is_no_host_is_not_forwarded() -> None:
+    browser = CIMultiDictProxy(CIMultiDict([("Host", "a b\\c")]))
+    relayed = request_headers(browser, "10.0.0.7", "http", "a b\\c", trusted=False)
+    assert "X-Forwarded-Host" not in relayed
+    for host in ("crm.example", "crm.example:8443", "10.0.0.1:80", "[::1]:8080"):
+        relayed = request_headers(browser, "10.0.0.7", "http", host, trusted=False)
+        assert relayed["X-Forwarded-Host"] == host
 
 
 def test_forwarding_headers_of_a_trusted_proxy_are_extended() -> None:
