@@ -170,6 +170,11 @@ class JwtGate:
             raise Refused("token_issuer") from None
         except (jwt.PyJWTError, ValueError, TypeError):  # whatever else makes it unusable
             raise Refused("token_invalid") from None
+        times = [claims.get(name) for name in ("exp", "nbf", "iat") if name in claims]
+        if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in times):
+            # RFC 7519: a NumericDate is a JSON number; PyJWT also reads "9999999999"
+            # as one, and such an expiry would not be enforced while connected
+            raise Refused("token_invalid")
         expires = claims.get("exp")
         subject = claims.get("sub")
         return Admission(

@@ -122,8 +122,27 @@ async def test_jwt_admits_valid_tokens_however_presented(backend: StubBackend) -
         ({"token": token(aud="billing", iss="login")}, "token_audience"),
         ({"token": token(aud="crm", iss="someone-else")}, "token_issuer"),
         ({"token": jwt.encode({"aud": "crm", "iss": "login"}, SECRET)}, "token_invalid"),
+        # a NumericDate is a number: as a string its expiry would never be enforced
+        (
+            {"token": jwt.encode({"aud": "crm", "iss": "login", "exp": "9999999999"}, SECRET)},
+            "token_invalid",
+        ),
+        (
+            {"token": jwt.encode({"aud": "crm", "iss": "login", "exp": 2**40, "iat": "0"}, SECRET)},
+            "token_invalid",
+        ),
     ],
-    ids=["missing", "garbage", "wrong_key", "expired", "audience", "issuer", "no_expiry"],
+    ids=[
+        "missing",
+        "garbage",
+        "wrong_key",
+        "expired",
+        "audience",
+        "issuer",
+        "no_expiry",
+        "expiry_a_string",
+        "issued_at_a_string",
+    ],
 )
 async def test_jwt_refuses_at_connect_with_the_reason(
     backend: StubBackend, auth: Any, reason: str
