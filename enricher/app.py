@@ -26,7 +26,7 @@ from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
-from .passthrough import Passthrough, Rules, target_url
+from .passthrough import Passthrough, Rules, UploadPace, target_url
 from .recovery import Recovery
 from .sessions import Relay, RelaySettings, SharedRooms, session_limits
 from .shared import Entry, SharedLog
@@ -469,6 +469,8 @@ def _passthrough(
         metrics,
         connect_timeout=http.connect_timeout,
         read_timeout=http.read_timeout,
+        max_per_client=http.max_requests_per_client,
+        upload=UploadPace(http.min_upload_rate, http.upload_grace),
         gate=gate if http.auth == "edge" else None,
         cors_origins=settings.cors_origins,
     )

@@ -153,6 +153,11 @@ class HttpSettings(_Section):
     connect_timeout: Seconds = 5.0
     read_timeout: Seconds = 60.0
     max_connections: Annotated[int, Field(ge=1)] = 256
+    # One client's relayed requests at once (past: 429): no client takes the whole pool.
+    max_requests_per_client: Annotated[int, Field(ge=1)] = 64
+    # A request body slower than this on average after upload_grace is cut short (408).
+    min_upload_rate: Annotated[float, Field(ge=0)] = 1024.0
+    upload_grace: Seconds = 10.0
     trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = []
 
 

@@ -260,7 +260,7 @@ class Metrics:
         self.http_requests = Counter(
             "enricher_http_requests",
             "HTTP requests on the public address other than Socket.IO (relayed to the "
-            "backend, or answered by enricher: 400, 401, 404, 502, 504; 499 when the browser "
+            "backend, or answered by enricher: 400, 401, 404, 408, 429, 502, 504; 499 when the browser "
             "left before its answer began), by method and status class.",
             ["method", "status_class"],
             registry=registry,

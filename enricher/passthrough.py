@@ -239,6 +239,26 @@ def _problem(status: int, error: str, detail: str) -> web.Response:
     return web.json_response({"error": error, "detail": detail}, status=status)
 
 
+@dataclass(frozen=True)
+class UploadPace:
+    """How slowly a request body may come: on average at least ``min_rate`` bytes a
+    second once ``grace`` seconds have passed (0: any pace). A client sending a byte every
+    few seconds would otherwise hold a backend connection for as long as it likes."""
+
+    min_rate: float = 1024.0
+    grace: float = 10.0
+
+    def deadline(self, started: float, received: int) -> float | None:
+        """When the next byte must have come by (None: never)."""
+        if self.min_rate <= 0:
+            return None
+        return started + max(self.grace, (received + 1) / self.min_rate)
+
+
+class UploadTooSlow(Exception):
+    """A request body came slower than :class:`UploadPace` allows."""
+
+
 class Passthrough:
     """The aiohttp handler that relays one request and streams its answer back."""
 
@@ -250,6 +270,8 @@ class Passthrough:
         *,
         connect_timeout: float,
         read_timeout: float,
+        max_per_client: int = 64,
+        upload: UploadPace | None = None,
         gate: Gate | None = None,
         cors_origins: Collection[str] | Literal["*"] = (),
         clock: Callable[[], float] = time.monotonic,
@@ -264,6 +286,9 @@ class Passthrough:
         self._gate = gate  # None: the backend checks its requests' credentials itself
         self._cors_origins = cors_origins  # for enricher's own answers, as for Socket.IO
         self._clock = clock
+        self._max_per_client = max_per_client
+        self._upload = upload or UploadPace()
+        self._per_client: dict[str, int] = {}  # relayed requests under way, by client
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -272,6 +297,13 @@ class Passthrough:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = self._clock()
+        client = self._client(request)
+        if self._per_client.get(client, 0) >= self._max_per_client:
+            log.warning("http_client_limited", client=client, limit=self._max_per_client)
+            refused = _problem(429, "too_many_requests", "too many requests under way at once")
+            refused.headers["Retry-After"] = "1"
+            return self._answer_here(request, refused, started)
+        self._per_client[client] = self._per_client.get(client, 0) + 1
         self.in_flight += 1
         self._idle.clear()
         if request.transport is not None:
@@ -282,6 +314,25 @@ class Passthrough:
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
+            left = self._per_client.pop(client) - 1
+            if left:
+                self._per_client[client] = left
+
+    def _client(self, request: web.Request) -> str:
+        """Whom a request comes from: its peer, or the address a trusted proxy in front of
+        enricher saw (the last one it added to X-Forwarded-For)."""
+        peer = request.remote or ""
+        if self._rules.trusts(peer):
+            chain = ",".join(request.headers.getall("X-Forwarded-For", []))
+            hops = [hop.strip() for hop in chain.split(",") if hop.strip()]
+            if hops:
+                return hops[-1]
+        return peer
+
+    @property
+    def clients(self) -> int:
+        """Clients with a relayed request under way."""
+        return len(self._per_client)
 
     async def idle(self) -> None:
         """Return once no relayed request is under way and what was written of their answers
@@ -320,7 +371,7 @@ class Passthrough:
         )
         target = self._rules.target
         url = URL(self._base + request.raw_path, encoded=True)
-        upload = _Upload(request, self._observe) if request.body_exists else None
+        upload = _Upload(request, self._observe, self._upload) if request.body_exists else None
         try:
             async with self._session.request(
                 method,
@@ -333,6 +384,12 @@ class Passthrough:
             ) as answer:
                 return await self._stream_back(request, answer, target, public, started)
         except Exception as exc:
+            if upload is not None and upload.too_slow:
+                log.warning("http_upload_too_slow", path=request.path, received=upload.received)
+                detail = "the request body came too slowly"
+                slow = _problem(408, "upload_too_slow", detail)
+                slow.force_close()  # the rest of its body is not read
+                return self._answer_here(request, slow, started)
             if upload is not None and upload.browser_left:
                 return self._browser_left(request, started, "upload")
             if isinstance(exc, aiohttp.ServerTimeoutError):  # connect, or the first byte
@@ -440,16 +497,30 @@ class _Upload:
     """A browser's request body, read as the backend takes it; whether the browser left
     in the middle (then the failed request is not the backend's fault)."""
 
-    def __init__(self, request: web.Request, observer: Observer) -> None:
+    def __init__(self, request: web.Request, observer: Observer, pace: UploadPace) -> None:
         self._request = request
         self._observe = observer
+        self._pace = pace
         self.browser_left = False
+        self.too_slow = False
+        self.received = 0
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._request.content
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            async for chunk in self._request.content.iter_chunked(_CHUNK):
+            while True:
+                async with asyncio.timeout_at(self._pace.deadline(started, self.received)):
+                    chunk = await content.readany()
+                if not chunk:
+                    return
+                self.received += len(chunk)
                 self._observe.http_body("in", len(chunk))
                 yield chunk
+        except TimeoutError:
+            self.too_slow = True
+            raise UploadTooSlow from None
         except (ConnectionError, aiohttp.ClientPayloadError, web.HTTPException):
             self.browser_left = True
             raise

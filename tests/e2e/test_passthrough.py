@@ -487,3 +487,61 @@ async def test_a_page_elsewhere_signs_in_with_a_token_across_origins(
     finally:
         await session.close()
         await child.stop()
+
+
+async def slow_upload(port: int, path: str = "/uploads") -> asyncio.StreamReader:
+    """A client announcing a 1 MB upload and sending it a byte every 0.2 s (the probe's
+    pace, not a wait for anything); its connection's reader, for the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {MIB}\r\n\r\n".encode()
+    )
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            while not reader.at_eof():
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(trickle())
+    reader._trickle = task  # type: ignore[attr-defined]  # kept alive with its reader
+    return reader
+
+
+async def test_slow_uploads_cannot_take_the_backend_connections(
+    backend: Backend, make_enricher: EnricherFactory
+) -> None:
+    """Uploads trickling a byte at a time are cut short after the grace (408), and while
+    they last they hold at most max_requests_per_client of the pool: other clients' REST
+    calls go on, and the same client's extra requests get 429 at once."""
+    proxy = await make_enricher(
+        backend,
+        ENRICHER_HTTP__MAX_CONNECTIONS="4",
+        ENRICHER_HTTP__MAX_REQUESTS_PER_CLIENT="3",
+        ENRICHER_HTTP__MIN_UPLOAD_RATE="1024",
+        ENRICHER_HTTP__UPLOAD_GRACE="2",
+    )
+    readers = [await slow_upload(proxy.public_port) for _ in range(3)]
+    async with client() as session:
+        await until(lambda m: m["enricher_http_requests_in_flight"] == 3, proxy)
+        limited = await ask(session, "GET", proxy.public_url + "/rooms")
+        assert (limited.status, json.loads(limited.body)["error"]) == (429, "too_many_requests")
+        assert limited.header("Retry-After") == "1"
+        # another client (another address) is not held up by them
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        ) as elsewhere:
+            assert (await ask(elsewhere, "GET", proxy.public_url + "/rooms")).status == 200
+        for reader in readers:
+            status_line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+            assert status_line.startswith(b"HTTP/1.1 408"), status_line
+        answer = await ask(session, "GET", proxy.public_url + "/rooms")
+        assert answer.status == 200
+    metrics = await proxy.metrics()
+    assert metrics['enricher_http_requests_total{method="POST",status_class="4xx"}'] == 3
+    assert metrics['enricher_http_requests_total{method="GET",status_class="4xx"}'] == 1
+    logged = [i.get("event") for i in proxy.child.items]
+    assert logged.count("http_upload_too_slow") == 3
+    assert logged.count("http_client_limited") == 1
