@@ -8,7 +8,6 @@ import gc
 import ipaddress
 import random
 import signal
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE
 
+from . import server
 from .access import Gate, RoomAccess, make_gate
 from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings, split_address
@@ -36,7 +35,6 @@ from .upstream import Upstream
 log = structlog.get_logger("enricher")
 
 ACCESS_CHECKS_AT_ONCE = 64  # connections to the backend for browsers' credentials checks
-HEADER_LIMIT = 16 * 1024  # a request line, or one header, from a browser
 ANSWER_HEADER_LIMIT = 64 * 1024  # one header of the backend's answers (a big Set-Cookie)
 
 
@@ -64,15 +62,6 @@ class RunningTransparent:
     metrics: Metrics
 
 
-def _bind(address: str) -> socket.socket:
-    host, port = split_address(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
-
-
 def _loopback(address: str) -> bool:
     host, _ = split_address(address)
     if host == "localhost":
@@ -81,33 +70,6 @@ def _loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name: it may resolve anywhere
         return False
-
-
-async def _server_name(request: web.Request, response: web.StreamResponse) -> None:
-    """enricher's own answers do not name the software and version serving them (aiohttp's
-    default does, for anyone probing for known flaws); a relayed one keeps the backend's."""
-    if response.headers.get("Server") == SERVER_SOFTWARE:  # aiohttp's, set before this hook
-        response.headers["Server"] = "enricher"
-
-
-async def _site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
-    app.on_response_prepare.append(_server_name)
-    # Browsers are closed before the runners are; their handlers end at once (relayed HTTP
-    # requests are waited for before). Request bodies stay as sent (a gzip upload is
-    # relayed gzipped), and headers may be as long as Node's server takes them (16 KiB).
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=1.0,
-        auto_decompress=False,
-        max_line_size=HEADER_LIMIT,
-        max_field_size=HEADER_LIMIT,
-    )
-    await runner.setup()
-    sock = _bind(address)
-    await web.SockSite(runner, sock).start()
-    return runner, sock.getsockname()[1]
 
 
 @contextlib.asynccontextmanager
@@ -413,8 +375,10 @@ async def _sites(
     if settings.http.enabled:
         metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
         app.router.add_route("*", "/{path:.*}", passthrough.handle)
-    public, public_port = await _site(app, settings.listen)
-    admin, admin_port = await _site(admin_app(metrics, checks), settings.admin_listen)
+    public, public_port = await server.start(app, settings.listen, metrics)
+    admin, admin_port = await server.start(
+        admin_app(metrics, checks), settings.admin_listen, metrics
+    )
     return public, public_port, admin, admin_port
 
 
