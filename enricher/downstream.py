@@ -9,6 +9,7 @@ its ack relayed back.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import contextvars
 import re
@@ -17,9 +18,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+import aiohttp
 import socketio
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 from socketio import packet
 
@@ -87,6 +90,7 @@ class BackendPort(Protocol):
 
 class _Server(socketio.AsyncServer):  # type: ignore[misc]
     on_undecodable: Callable[[str, str], Awaitable[None]]
+    on_invalid: Callable[[str], object]
     # Each browser message, before python-socketio reads it: False when it is refused.
     screen: Callable[[str, str | bytes], Awaitable[bool]]
     client_packets: ClientPackets
@@ -285,6 +289,9 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         except RecursionError:  # arguments nested deeper than a JSON decoder goes
             await self.on_undecodable(eio_sid, data)
             return None
+        except ValueError:  # JSON python-socketio cannot decode, a packet it refuses
+            self.on_invalid(eio_sid)
+            return None
 
     async def _handle_event_internal(  # type: ignore[no-untyped-def]
         self, server, sid, eio_sid, data, namespace, id
@@ -331,20 +338,19 @@ def origins_check(listed: list[str] | str) -> Callable[[str | None, dict[str, An
 
 
 class WholeBody:
-    """A polling request's body as python-engineio reads it: ``read(n)`` gives all ``n``
-    bytes. aiohttp's stream gives what has arrived so far, and python-engineio takes that
-    for the whole body: the rest of a large event was lost, silently."""
+    """A polling request's body as python-engineio reads it: ``read(n)`` gives all of it.
+    aiohttp's stream gives what has arrived so far, and python-engineio took that for the
+    whole body: the rest of a large event was lost, silently. (engine_requests has read it
+    already, to check it; aiohttp keeps it.)"""
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
 
     async def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            return bytes(await self._stream.read())
         try:
-            return bytes(await self._stream.readexactly(n))
-        except asyncio.IncompleteReadError as exc:  # the browser went away mid-request
-            return bytes(exc.partial)
+            return await self._request.read()
+        except (ConnectionError, aiohttp.ClientPayloadError, web.HTTPException):  # it left
+            return b""
 
 
 class PayloadLimit:
@@ -375,6 +381,16 @@ class PayloadLimit:
         )
         self._metrics.client_events.labels("other", "too_large").inc()
 
+    def not_engineio(self, eio_sid: str) -> None:
+        """A WebSocket text frame that is no engine.io packet: its connection was closed."""
+        log.warning(
+            "client_event_refused",
+            client_event="other",
+            reason="not_engineio",
+            sid=self._sid_of(eio_sid),
+        )
+        self._metrics.client_events.labels("other", "not_engineio").inc()
+
     def websocket(self, eio_sid: str, detail: str) -> None:
         size = re.search(r"size (\d+)", detail)  # aiohttp: "Message size N exceeds limit M"
         self._too_large(eio_sid, int(size.group(1)) if size else None, "websocket")
@@ -393,6 +409,59 @@ class PayloadLimit:
         ):
             self._too_large(sid, size, "polling")
         return await handler(request)
+
+
+# The first character of each packet of a polling body: an engine.io packet type, or "b"
+# for a binary one in base64.
+_POLLING_PACKET = re.compile(r"[0-6b]")
+
+
+def polling_payload_ok(body: bytes) -> bool:
+    """Whether a polling POST body is an engine.io payload: UTF-8, packets separated by
+    \\x1e, each one starting with its type."""
+    try:
+        packets = body.decode("utf-8").split("\x1e")
+        for packet in packets:
+            if packet[:1] == "b":
+                base64.b64decode(packet[1:], validate=True)
+    except ValueError:  # not UTF-8, not base64
+        return False
+    return all(_POLLING_PACKET.match(packet) for packet in packets)
+
+
+def engine_requests(socketio_path: str, max_bytes: int, metrics: Metrics) -> Middleware:
+    """Engine.io requests a Node server answers 400 "Bad request", answered so here too,
+    logged in one line and counted: a polling body that is no engine.io payload (python-
+    engineio would log a traceback and answer 200), and the errors of a client's making
+    python-engineio lets out of its handler (a poll for a session closing meanwhile:
+    KeyError; a packet it cannot decode: ValueError), which aiohttp answers 500."""
+    prefix = "/" + socketio_path.strip("/") + "/"
+
+    def bad_request(request: web.Request, error: str) -> web.Response:
+        log.info("http_bad_request", reason="engineio", error=error[:200])
+        metrics.http_answered(request.method, 400, None)
+        return web.json_response({"code": 3, "message": "Bad request"}, status=400)
+
+    @web.middleware
+    async def engine_requests(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith(prefix):
+            return await handler(request)
+        size = request.content_length
+        if request.method == "POST" and size is not None and 0 < size <= max_bytes:
+            try:
+                body = await request.read()  # kept: python-engineio reads it again (WholeBody)
+            except (ConnectionError, aiohttp.ClientPayloadError, web.HTTPException):
+                return bad_request(request, "the body was cut short")
+            if not polling_payload_ok(body):
+                return bad_request(request, "not an engine.io payload")
+        try:
+            return await handler(request)
+        except (KeyError, ValueError) as exc:
+            return bad_request(request, f"{type(exc).__name__}: {exc}")
+
+    return engine_requests
 
 
 class RateLimit:
@@ -515,7 +584,9 @@ class Downstream:
             lambda eio_sid: self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid,
             lambda eio_sid: eio_sid in self.sio.eio.sockets,
         )
-        websocket = websocket_class(compress=compression, too_large=limit.websocket)
+        websocket = websocket_class(
+            compress=compression, too_large=limit.websocket, not_engineio=limit.not_engineio
+        )
         self._websockets = websocket.sockets
         self.sio = _Server(
             async_mode="aiohttp",
@@ -543,7 +614,7 @@ class Downstream:
 
         def translate_request(request: web.Request) -> dict[str, Any]:
             environ: dict[str, Any] = translate(request)
-            environ["wsgi.input"] = WholeBody(request.content)
+            environ["wsgi.input"] = WholeBody(request)
             return environ
 
         node_engine(self.sio.eio)
@@ -552,7 +623,10 @@ class Downstream:
             "websocket": websocket,
             "translate_request": translate_request,
         }
-        self.app = web.Application(middlewares=[limit.polling])
+        self.app = web.Application(
+            middlewares=[limit.polling, engine_requests(socketio_path, max_payload_bytes, metrics)],
+            client_max_size=max(max_payload_bytes, 1024**2),
+        )
         self.sio.attach(self.app, socketio_path=socketio_path)
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
@@ -560,6 +634,9 @@ class Downstream:
         self.sio.on(ROOM_LEAVE, self._room_leave)
         self.sio.on("*", self._client_event)
         self.sio.on_undecodable = self._undecodable
+        self.sio.on_invalid = lambda eio_sid: self._refuse(
+            "other", "packet_invalid", self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
+        )
         self.sio.client_packets = self._client_packets = ClientPackets(max_payload_bytes)
         self.sio.screen = self._screen
         self.sio.on_refused = lambda sid, event, reason: self._refuse(str(event), reason, sid)

@@ -57,6 +57,10 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+# An engine.io packet's type, the first character of a text frame ("" is none).
+_ENGINEIO_TYPES = frozenset("0123456")
+
+
 class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
     """python-engineio's aiohttp WebSocket, with permessage-deflate as a setting and the
     state the direct path needs: its transport and whether a send is in progress."""
@@ -91,8 +95,16 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         """Told of each message refused for its size (aiohttp closes the connection, 1009);
         :func:`websocket_class` sets it."""
 
+    def not_engineio(self, eio_sid: str) -> None:
+        """Told of a text frame that is no engine.io packet (the connection is closed, as a
+        Node server closes it; python-engineio would log a traceback); set as too_large."""
+
     async def wait(self) -> str | bytes:
         msg = await self._sock.receive()
+        if msg.type == WSMsgType.TEXT and msg.data[:1] not in _ENGINEIO_TYPES:
+            self.not_engineio(self.handler.__self__.sid)
+            await self._sock.close()
+            msg = await self._sock.receive()  # what the closed WebSocket gives: CLOSED
         if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
             WSCloseCode.MESSAGE_TOO_BIG
         ):
@@ -218,10 +230,18 @@ async def close_engine_socket(eio: Any, websockets: dict[str, WebSocket], socket
 
 
 def websocket_class(
-    *, compress: bool, too_large: Callable[[str, str], None] = lambda eio_sid, detail: None
+    *,
+    compress: bool,
+    too_large: Callable[[str, str], None] = lambda eio_sid, detail: None,
+    not_engineio: Callable[[str], None] = lambda eio_sid: None,
 ) -> type[WebSocket]:
     """A :class:`WebSocket` class of its own for one server: its settings, its sockets."""
-    attributes = {"compress": compress, "sockets": {}, "too_large": staticmethod(too_large)}
+    attributes = {
+        "compress": compress,
+        "sockets": {},
+        "too_large": staticmethod(too_large),
+        "not_engineio": staticmethod(not_engineio),
+    }
     return type("WebSocket", (WebSocket,), attributes)
 
 

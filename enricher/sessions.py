@@ -47,6 +47,7 @@ from .downstream import (
     PayloadLimit,
     RateLimit,
     WholeBody,
+    engine_requests,
     origins_check,
 )
 from .driver import JoinDriver
@@ -581,7 +582,9 @@ class Relay:
         limit = PayloadLimit(
             max_payload_bytes, metrics, lambda eio_sid: eio_sid, lambda sid: sid in self.sessions
         )
-        websocket = websocket_class(compress=compression, too_large=limit.websocket)
+        websocket = websocket_class(
+            compress=compression, too_large=limit.websocket, not_engineio=limit.not_engineio
+        )
         self.websockets = websocket.sockets
         self.backlog: dict[str, int] = {}  # messages queued for each browser, not yet written
         self.eio = engineio.AsyncServer(
@@ -597,7 +600,7 @@ class Relay:
 
         def translate_request(request: web.Request) -> dict[str, Any]:
             environ: dict[str, Any] = translate(request)
-            environ["wsgi.input"] = WholeBody(request.content)
+            environ["wsgi.input"] = WholeBody(request)
             return environ
 
         self.eio._async = {
@@ -609,7 +612,10 @@ class Relay:
         self.eio.on("connect", self._connect)
         self.eio.on("message", self._message)
         self.eio.on("disconnect", self._disconnect)
-        self.app = web.Application(middlewares=[limit.polling])
+        self.app = web.Application(
+            middlewares=[limit.polling, engine_requests(socketio_path, max_payload_bytes, metrics)],
+            client_max_size=max(max_payload_bytes, 1024**2),
+        )
         self.eio.attach(self.app, engineio_path=socketio_path)
 
     def join_driver(self, session: Session) -> JoinDriver:
