@@ -57,6 +57,15 @@ class ClientPackets:
         self._binary: dict[str, _Binary] = {}
         self._closing: set[str] = set()  # refused with close: nothing more is read
 
+    def check(self, connection: str, message: object) -> Verdict | Refusal:
+        """Any message python-engineio hands over: text, bytes, or what it decoded itself
+        from a message that was JSON (``4true``, ``4null``), which is no Socket.IO packet."""
+        if isinstance(message, str):
+            return self.text(connection, message)
+        if isinstance(message, bytes):
+            return self.binary(connection, len(message))
+        return self._closes(connection, Refusal("not_a_packet", "other"))
+
     def text(self, connection: str, text: str) -> Verdict | Refusal:
         """A text message."""
         return self._closes(connection, self._text(connection, text))

@@ -943,11 +943,7 @@ class Downstream:
         if socket is None or socket.closed:
             return False  # what was still on its way from a browser enricher closed
         checks = self._client_packets
-        verdict = (
-            checks.text(eio_sid, data)
-            if isinstance(data, str)
-            else checks.binary(eio_sid, len(data))
-        )
+        verdict = checks.check(eio_sid, data)
         if verdict is Verdict.PASS:
             return True
         if isinstance(verdict, Refusal):

@@ -478,11 +478,7 @@ class Session:
         if self.closing:
             return
         checks = relay.client_packets
-        verdict = (
-            checks.text(self.eio_sid, message)
-            if isinstance(message, str)
-            else checks.binary(self.eio_sid, len(message))
-        )
+        verdict = checks.check(self.eio_sid, message)
         if isinstance(verdict, Refusal):
             await relay.refuse_packet(self, verdict)
             return

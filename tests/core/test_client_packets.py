@@ -98,3 +98,10 @@ def test_any_sequence_of_messages_gets_a_verdict_and_keeps_nothing_unbounded(
             verdict = check.binary("b1", len(message))
         assert isinstance(verdict, Verdict | Refusal)
         assert len(check) <= 1
+
+
+def test_what_python_engineio_decoded_as_json_is_no_packet() -> None:
+    check = ClientPackets(max_bytes=1000)
+    for message in (None, True, 7, ["x"]):
+        assert check.check("b1", message) == Refusal("not_a_packet", "other")
+    assert check.check("b1", '2["typing"]') is Verdict.PASS
