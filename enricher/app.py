@@ -20,13 +20,14 @@ from . import server
 from .access import Gate, RoomAccess, make_gate
 from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings, split_address
-from .downstream import RESYNC, Downstream, RateLimit
+from .downstream import RESYNC, Downstream
 from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
 from .ops import admin_app
 from .passthrough import Passthrough, Rules, UploadPace, target_url
 from .recovery import Recovery
+from .refusals import RateLimit
 from .sessions import Relay, RelaySettings, SharedRooms, session_limits
 from .shared import Entry, SharedLog
 from .tls import client_context
@@ -192,6 +193,8 @@ async def running(settings: Settings) -> AsyncIterator[Running | RunningTranspar
             upstream,
             metrics,
             cors_origins=settings.cors_origins,
+            trusts=_rules(settings).trusts,
+            max_connections_per_client=settings.max_connections_per_client,
             client_events=settings.client_events,
             ack_timeout=settings.upstream.ack_timeout,
             socketio_path=settings.socketio_path,
@@ -316,6 +319,7 @@ async def _transparent(
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         rate_limit=RateLimit(settings.client_event_rate, settings.client_event_burst, loop.time),
+        max_connections_per_client=settings.max_connections_per_client,
     )
     metrics.rooms_held.set_function(
         lambda: sum(session.rooms_held for session in relay.sessions.values())

@@ -276,6 +276,8 @@ class Settings(BaseSettings):
     client_events: list[str] | Literal["*"] = "*"
     client_event_rate: Annotated[float, Field(ge=0)] = 20.0
     client_event_burst: Annotated[int, Field(ge=1)] = 40
+    # Browser connections at once from one client address (0: any number); past it 403.
+    max_connections_per_client: Annotated[int, Field(ge=0)] = 0
     # Before upstream.mode: per_browser is transparent mode, shared the shared one.
     client_event_upstream: Literal["shared", "per_browser"] | None = None
     auth: AuthSettings = AuthSettings()

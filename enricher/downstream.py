@@ -12,13 +12,16 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import ipaddress
 import re
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import aiohttp
+import engineio
 import socketio
 import structlog
 from aiohttp import web
@@ -29,12 +32,14 @@ from socketio import packet
 from . import jsonwire
 from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess
 from .client_packets import ClientPackets, Refusal, Verdict
+from .clients import ConnectionLimit
 from .fanout import BroadcastManager, close_engine_socket, node_engine, websocket_class
 from .join import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
 from .recovery import NotRecovered, Recovered, Recovery, Session
+from .refusals import RateLimit, Refusals
 from .shared import SharedLog
 from .upstream import UpstreamUnavailable, as_socketio_data
 
@@ -94,6 +99,8 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     # Each browser message, before python-socketio reads it: False when it is refused.
     screen: Callable[[str, str | bytes], Awaitable[bool]]
     client_packets: ClientPackets
+    refusals: Refusals
+    clients: ConnectionLimit
     on_refused: Callable[[str, Any, str], dict[str, Any]]
     rate_allows: Callable[[str], bool]
     admit: Callable[[str, Any, int], Awaitable[tuple[Credentials, Admission]]]
@@ -256,9 +263,15 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         self.left[pid] = sid
         return True
 
+    async def _handle_eio_connect(self, eio_sid, environ):  # type: ignore[no-untyped-def]
+        self.clients.connected(eio_sid, environ)
+        return await super()._handle_eio_connect(eio_sid, environ)
+
     async def _handle_eio_disconnect(self, eio_sid, reason):  # type: ignore[no-untyped-def]
+        self.clients.disconnected(eio_sid)
         self._connect_attempts.pop(eio_sid, None)
         self.client_packets.forget(eio_sid)
+        self.refusals.forget(eio_sid)
         self._binary_packet.pop(eio_sid, None)  # attachments python-socketio was given
         # A connection lost (not a namespace DISCONNECT, nor enricher's own close): its
         # session is kept, with its rooms, before python-socketio forgets them.
@@ -318,23 +331,85 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             await self._send_packet(eio_sid, ack)
 
 
-def origins_check(listed: list[str] | str) -> Callable[[str | None, dict[str, Any]], bool]:
-    """The page origins allowed to connect: those ``listed``, and enricher's own (as the
-    browser addressed it, or as a proxy in front says it did)."""
+OWN_ORIGIN = "enricher.own_origin"  # in a request's environ: see engine_translation
+_REFUSED = "enricher.origin_refused"
+
+
+def origins_check(
+    listed: list[str] | str, metrics: Metrics
+) -> Callable[[str | None, dict[str, Any]], bool]:
+    """The page origins allowed to connect: those ``listed``, and enricher's own where it
+    is known for sure (``OWN_ORIGIN``). A request without an Origin is no page's. A page
+    refused gets python-engineio's 400 "<origin> is not an accepted origin."; each is
+    logged and counted here."""
     allowed = frozenset([listed] if isinstance(listed, str) else listed)
 
     def check(origin: str | None, environ: dict[str, Any]) -> bool:
-        if origin is None or origin in allowed:
+        if origin is None or origin in allowed or origin == environ.get(OWN_ORIGIN):
             return True
-        scheme, host = environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_HOST", "")
-        own = {f"{scheme}://{host}"}
-        if "HTTP_X_FORWARDED_HOST" in environ or "HTTP_X_FORWARDED_PROTO" in environ:
-            proto = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
-            forwarded = environ.get("HTTP_X_FORWARDED_HOST", host).split(",")[0].strip()
-            own.add(f"{proto}://{forwarded}")
-        return origin in own
+        if _REFUSED in environ:
+            return False  # asked again for the same request: to write its CORS headers
+        environ[_REFUSED] = True
+        log.warning(
+            "browser_refused",
+            reason="origin",
+            origin=origin[:200],
+            host=environ.get("HTTP_HOST", "")[:200],
+            remote=environ.get("REMOTE_ADDR"),
+        )
+        metrics.browser_admissions.labels("origin").inc()
+        return False
 
     return check
+
+
+def engine_translation(
+    engine: engineio.AsyncServer, trusts: Callable[[str | None], bool]
+) -> Callable[[web.Request], dict[str, Any]]:
+    """python-engineio's request translation, mended: a polling body is read whole
+    (WholeBody); the peer is the real one (it says 127.0.0.1 for every one); the scheme is
+    the connection's, or a trusted proxy's ``X-Forwarded-Proto`` (it believed anyone's);
+    and ``OWN_ORIGIN`` is the origin the browser addressed, where a page there is enricher's
+    own: as a trusted proxy in front says (it routes by host), or as the Host header says
+    when that is an address or ``localhost``. A Host that is a name is not believed: under
+    DNS rebinding, a page of any site could have its name point at enricher."""
+    translate = engine._async["translate_request"]
+
+    def translate_request(request: web.Request) -> dict[str, Any]:
+        environ: dict[str, Any] = translate(request)
+        environ["wsgi.input"] = WholeBody(request)
+        environ["REMOTE_ADDR"] = request.remote or ""
+        headers = request.headers
+        scheme, host = request.scheme, headers.get("Host", "")
+        vouched = trusts(request.remote)
+        if vouched:
+            scheme = _first(headers.get("X-Forwarded-Proto")) or scheme
+            host = _first(headers.get("X-Forwarded-Host")) or host
+        environ["wsgi.url_scheme"] = scheme
+        if host and (vouched or _no_name(host)):
+            environ[OWN_ORIGIN] = f"{scheme}://{host}"
+        return environ
+
+    return translate_request
+
+
+def _first(value: str | None) -> str:
+    """The first of a forwarding header's comma-separated values (the client's side)."""
+    return (value or "").split(",")[0].strip()
+
+
+def _no_name(host: str) -> bool:
+    """Whether a Host header (with or without its port) is an IP address or localhost:
+    nothing another site's page could be served from."""
+    try:
+        name = urllib.parse.urlsplit("//" + host).hostname or ""
+    except ValueError:  # "[::1" and the like
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost")
+    return True
 
 
 class WholeBody:
@@ -361,11 +436,13 @@ class PayloadLimit:
         self,
         limit: int,
         metrics: Metrics,
+        refusals: Refusals,
         sid_of: Callable[[str], str],
         connected: Callable[[str], bool],
     ) -> None:
         self._limit = limit
         self._metrics = metrics
+        self._refusals = refusals
         self._sid_of = sid_of
         self._connected = connected
 
@@ -383,13 +460,7 @@ class PayloadLimit:
 
     def not_engineio(self, eio_sid: str) -> None:
         """A WebSocket text frame that is no engine.io packet: its connection was closed."""
-        log.warning(
-            "client_event_refused",
-            client_event="other",
-            reason="not_engineio",
-            sid=self._sid_of(eio_sid),
-        )
-        self._metrics.client_events.labels("other", "not_engineio").inc()
+        self._refusals.refuse(eio_sid, "other", "not_engineio", self._sid_of(eio_sid), True)
 
     def websocket(self, eio_sid: str, detail: str) -> None:
         size = re.search(r"size (\d+)", detail)  # aiohttp: "Message size N exceeds limit M"
@@ -464,33 +535,6 @@ def engine_requests(socketio_path: str, max_bytes: int, metrics: Metrics) -> Mid
     return engine_requests
 
 
-class RateLimit:
-    """A token bucket per browser: ``rate`` events a second, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, sid: str) -> bool:
-        """Take a token for one event of ``sid``; False when it has none left."""
-        if self._rate <= 0:
-            return True
-        now = self._clock()
-        tokens, at = self._buckets.get(sid, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
-        allowed = tokens >= 1.0
-        self._buckets[sid] = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
-
-    def forget(self, sid: str) -> None:
-        self._buckets.pop(sid, None)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-
 class RoomMembership:
     """Which browsers are in which backend room, so the proxy joins each room once."""
 
@@ -546,6 +590,8 @@ class Downstream:
         metrics: Metrics,
         *,
         cors_origins: list[str] | str,
+        trusts: Callable[[str | None], bool] = lambda peer: False,
+        max_connections_per_client: int = 0,
         client_events: list[str] | str,
         ack_timeout: float,
         socketio_path: str = "socket.io",
@@ -578,9 +624,11 @@ class Downstream:
         self._credentials: dict[str, Credentials] = {}
         self._expiries: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self.refusals = Refusals(metrics.client_events, asyncio.get_running_loop().time)
         limit = PayloadLimit(
             max_payload_bytes,
             metrics,
+            self.refusals,
             lambda eio_sid: self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid,
             lambda eio_sid: eio_sid in self.sio.eio.sockets,
         )
@@ -600,7 +648,9 @@ class Downstream:
                 shared=shared,
             ),
             json=jsonwire,
-            cors_allowed_origins="*" if cors_origins == "*" else origins_check(cors_origins),
+            cors_allowed_origins="*"
+            if cors_origins == "*"
+            else origins_check(cors_origins, metrics),
             max_http_buffer_size=max_payload_bytes,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -610,21 +660,21 @@ class Downstream:
         # python-engineio takes its WebSocket class from its driver table: ours adds the
         # compression setting and what the direct broadcast path needs; and its request
         # translation, which hands polling bodies over with a reader of ours.
-        translate = self.sio.eio._async["translate_request"]
-
-        def translate_request(request: web.Request) -> dict[str, Any]:
-            environ: dict[str, Any] = translate(request)
-            environ["wsgi.input"] = WholeBody(request)
-            return environ
-
         node_engine(self.sio.eio)
         self.sio.eio._async = {
             **self.sio.eio._async,
             "websocket": websocket,
-            "translate_request": translate_request,
+            "translate_request": engine_translation(self.sio.eio, trusts),
         }
+        self.sio.clients = self.clients = ConnectionLimit(
+            max_connections_per_client, socketio_path, trusts, self.sio.eio.sockets, metrics
+        )
         self.app = web.Application(
-            middlewares=[limit.polling, engine_requests(socketio_path, max_payload_bytes, metrics)],
+            middlewares=[
+                self.clients.middleware,
+                limit.polling,
+                engine_requests(socketio_path, max_payload_bytes, metrics),
+            ],
             client_max_size=max(max_payload_bytes, 1024**2),
         )
         self.sio.attach(self.app, socketio_path=socketio_path)
@@ -638,9 +688,10 @@ class Downstream:
             "other", "packet_invalid", self.sio.manager.sid_from_eio_sid(eio_sid, "/") or eio_sid
         )
         self.sio.client_packets = self._client_packets = ClientPackets(max_payload_bytes)
+        self.sio.refusals = self.refusals
         self.sio.screen = self._screen
         self.sio.on_refused = lambda sid, event, reason: self._refuse(str(event), reason, sid)
-        self.sio.rate_allows = self._rate_allows
+        self.sio.rate_allows = self.rate_limit.allow
         self.sio.admit = self._admit
         self.sio._connect_attempts = {}
         self.recovery = recovery
@@ -653,7 +704,6 @@ class Downstream:
         self.shared = self.sio.shared = shared if recovery is not None else None
         self.sio.left = {}
         self._gone_once: set[str] = set()  # kept sessions found gone at the last sweep
-        self._limited: set[str] = set()
 
     def sizes(self) -> dict[str, int]:
         """Entries of each table kept per browser; all 0 once every browser has left."""
@@ -670,7 +720,8 @@ class Downstream:
             "browser_backlogs": manager.backlogs,
             "browser_rate_buckets": len(self.rate_limit),
             "browser_backend_rooms": len(self.membership),
-            "browser_rate_limited": len(self._limited),
+            "browser_refusal_logs": len(self.refusals),
+            **self.clients.sizes(),
             "browser_credentials": len(self._credentials),
             "browser_expiry_timers": len(self._expiries),
             "browser_pids": len(self.sio.pids),
@@ -878,7 +929,6 @@ class Downstream:
         self.sio.pids.pop(sid, None)
         self.sio.manager.unrecoverable.discard(sid)
         self.rate_limit.forget(sid)
-        self._limited.discard(sid)
         self._credentials.pop(sid, None)
         expiry = self._expiries.pop(sid, None)
         if expiry is not None:
@@ -948,7 +998,7 @@ class Downstream:
             return True
         if isinstance(verdict, Refusal):
             sid = self.sio.manager.sid_from_eio_sid(eio_sid, verdict.namespace) or eio_sid
-            answer = self._refuse(verdict.event, verdict.reason, sid)
+            answer = self._refuse(verdict.event, verdict.reason, sid, verdict.close)
             if verdict.ack_id is not None and verdict.namespace == "/":
                 await self.sio.ack(eio_sid, verdict.ack_id, answer)
             if verdict.close and not socket.closing:
@@ -957,21 +1007,10 @@ class Downstream:
                 self._background(self._close_engine_socket(socket))
         return False
 
-    def _rate_allows(self, sid: str) -> bool:
-        if self.rate_limit.allow(sid):
-            self._limited.discard(sid)
-            return True
-        return False
-
-    def _refuse(self, event: str, reason: str, sid: str) -> dict[str, Any]:
-        """The error ack of a browser event that is not forwarded, logged and counted
-        (a browser over its rate: logged once until it slows down)."""
-        if reason != "rate_limited" or sid not in self._limited:
-            log.warning("client_event_refused", client_event=event, reason=reason, sid=sid)
-        if reason == "rate_limited":
-            self._limited.add(sid)
-        self._metrics.client_events.labels(event_label(event), reason).inc()
-        return {"error": reason, "event": event}
+    def _refuse(self, event: str, reason: str, sid: str, closing: bool = False) -> dict[str, Any]:
+        """The error ack of a browser event that is not forwarded, logged and counted."""
+        browser = self.sio.manager.eio_sid_from_sid(sid, "/") or sid
+        return self.refusals.refuse(browser, event, reason, sid, closing)
 
     async def _client_event(self, event: str, sid: str, *args: Any) -> Any:
         if self._allowed is not None and event not in self._allowed:

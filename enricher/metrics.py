@@ -217,10 +217,12 @@ class Metrics:
         )
         self.browser_admissions = Counter(
             "enricher_browser_admissions",
-            "Browser connections checked by auth.mode: 'admitted', or the reason of the "
-            "refusal (token_missing, token_invalid, token_expired, token_audience, "
-            "token_issuer, jwks_unavailable, credentials_missing, credentials_invalid, "
-            "backend_refused, auth_unavailable, auth_error, too_many_attempts).",
+            "Browser connections checked by cors_origins, max_connections_per_client and "
+            "auth.mode: 'admitted', or the reason of the refusal (origin: a page of an origin "
+            "not allowed, too_many_connections: from one client address, token_missing, "
+            "token_invalid, token_expired, token_audience, token_issuer, jwks_unavailable, "
+            "credentials_missing, credentials_invalid, backend_refused, auth_unavailable, "
+            "auth_error, too_many_attempts).",
             ["outcome"],
             registry=registry,
         )

@@ -31,6 +31,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .access import Credentials, Gate, Refused
+from .clients import client_address
 from .config import as_http
 
 log = structlog.get_logger("enricher.http")
@@ -297,7 +298,7 @@ class Passthrough:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = self._clock()
-        client = self._client(request)
+        client = client_address(request, self._rules.trusts)
         if self._per_client.get(client, 0) >= self._max_per_client:
             log.warning("http_client_limited", client=client, limit=self._max_per_client)
             refused = _problem(429, "too_many_requests", "too many requests under way at once")
@@ -317,17 +318,6 @@ class Passthrough:
             left = self._per_client.pop(client) - 1
             if left:
                 self._per_client[client] = left
-
-    def _client(self, request: web.Request) -> str:
-        """Whom a request comes from: its peer, or the address a trusted proxy in front of
-        enricher saw (the last one it added to X-Forwarded-For)."""
-        peer = request.remote or ""
-        if self._rules.trusts(peer):
-            chain = ",".join(request.headers.getall("X-Forwarded-For", []))
-            hops = [hop.strip() for hop in chain.split(",") if hop.strip()]
-            if hops:
-                return hops[-1]
-        return peer
 
     @property
     def clients(self) -> int:

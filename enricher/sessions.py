@@ -41,13 +41,13 @@ from .access import HANDSHAKE_CREDENTIALS, Credentials, Gate, Refused
 from .backend import FetchRoom, RestResult
 from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
 from .client_packets import ClientPackets, Refusal, Verdict
+from .clients import ConnectionLimit
 from .downstream import (
     RESERVED_EVENTS,
     RESYNC,
     PayloadLimit,
-    RateLimit,
-    WholeBody,
     engine_requests,
+    engine_translation,
     origins_check,
 )
 from .driver import JoinDriver
@@ -66,6 +66,7 @@ from .metrics import Metrics, event_label
 from .passthrough import Rules, request_headers
 from .payloads import Parsed, T, parse_message, parse_room
 from .recovery import SentLog
+from .refusals import RateLimit, Refusals
 
 log = structlog.get_logger("enricher.sessions")
 
@@ -556,6 +557,7 @@ class Relay:
         ping_interval: float,
         ping_timeout: float,
         rate_limit: RateLimit,
+        max_connections_per_client: int = 0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -567,7 +569,7 @@ class Relay:
         self._tls = tls
         self._gate = gate
         self._rate_limit = rate_limit
-        self._limited: set[str] = set()
+        self.refusals = Refusals(metrics.client_events, asyncio.get_running_loop().time)
         self.sessions: dict[str, Session] = {}
         self.kept: dict[str, Session] = {}  # by pid: sessions whose browser is away
         # Offsets are <epoch>.<n>: an offset another process gave is not taken for one of ours.
@@ -576,7 +578,11 @@ class Relay:
         self.backend_reachable = True  # the latest backend connection attempt reached it
         self._tasks: set[asyncio.Future[Any]] = set()
         limit = PayloadLimit(
-            max_payload_bytes, metrics, lambda eio_sid: eio_sid, lambda sid: sid in self.sessions
+            max_payload_bytes,
+            metrics,
+            self.refusals,
+            lambda eio_sid: eio_sid,
+            lambda sid: sid in self.sessions,
         )
         websocket = websocket_class(
             compress=compression, too_large=limit.websocket, not_engineio=limit.not_engineio
@@ -586,30 +592,32 @@ class Relay:
         self.eio = engineio.AsyncServer(
             async_mode="aiohttp",
             async_handlers=False,  # each browser's messages handled in order, no task each
-            cors_allowed_origins="*" if cors_origins == "*" else origins_check(cors_origins),
+            cors_allowed_origins="*"
+            if cors_origins == "*"
+            else origins_check(cors_origins, metrics),
             max_http_buffer_size=max_payload_bytes,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             logger=False,
         )
-        translate = self.eio._async["translate_request"]
-
-        def translate_request(request: web.Request) -> dict[str, Any]:
-            environ: dict[str, Any] = translate(request)
-            environ["wsgi.input"] = WholeBody(request)
-            return environ
-
         self.eio._async = {
             **self.eio._async,
             "websocket": websocket,
-            "translate_request": translate_request,
+            "translate_request": engine_translation(self.eio, rules.trusts),
         }
         node_engine(self.eio)
         self.eio.on("connect", self._connect)
         self.eio.on("message", self._message)
         self.eio.on("disconnect", self._disconnect)
+        self.clients = ConnectionLimit(
+            max_connections_per_client, socketio_path, rules.trusts, self.eio.sockets, metrics
+        )
         self.app = web.Application(
-            middlewares=[limit.polling, engine_requests(socketio_path, max_payload_bytes, metrics)],
+            middlewares=[
+                self.clients.middleware,
+                limit.polling,
+                engine_requests(socketio_path, max_payload_bytes, metrics),
+            ],
             client_max_size=max(max_payload_bytes, 1024**2),
         )
         self.eio.attach(self.app, engineio_path=socketio_path)
@@ -639,7 +647,8 @@ class Relay:
             "recovery_events": sum(len(s.sent) for s in self.kept.values() if s.sent),
             "browser_rate_buckets": len(self._rate_limit),
             "browser_backlogs": len(self.backlog),
-            "browser_rate_limited": len(self._limited),
+            "browser_refusal_logs": len(self.refusals),
+            **self.clients.sizes(),
             "browser_binary_packets": len(self.client_packets),
             "session_rooms_held": sum(s.rooms_held for s in self.sessions.values()),
             "shared_room_answers": len(self.rooms),
@@ -649,6 +658,7 @@ class Relay:
 
     async def _connect(self, eio_sid: str, environ: dict[str, Any]) -> bool | str:
         """A browser's handshake: answered once its own backend connection is open."""
+        self.clients.connected(eio_sid, environ)
         if not self.accepting:
             return "shutting_down"
         request: web.Request = environ["aiohttp.request"]
@@ -702,6 +712,8 @@ class Relay:
             await session.from_browser(data)
 
     async def _disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        self.clients.disconnected(eio_sid)
+        self.refusals.forget(eio_sid)
         session = self.sessions.pop(eio_sid, None)
         if session is None:
             return
@@ -709,7 +721,6 @@ class Relay:
         self.backlog.pop(eio_sid, None)
         self.client_packets.forget(eio_sid)
         self._rate_limit.forget(eio_sid)
-        self._limited.discard(eio_sid)
         kept = self._keep(session, reason)
         log.debug("browser_disconnected", sid=session.sid, reason=str(reason), recoverable=kept)
         if not kept and not session.closing:
@@ -847,42 +858,28 @@ class Relay:
         await self.close_browser(session)
 
     def refusal(self, session: Session, text: str, header: packets.Header) -> dict[str, Any] | None:
-        """Why a browser event is not sent to the backend (its error ack), or None."""
-        name = packets.event_name(text, header)
-        sid = session.eio_sid
-        if not self._rate_limit.allow(sid):
+        """Why a browser event is not sent to the backend (its error ack), or None. Its
+        name is a string: client_packets refused it otherwise."""
+        name = packets.event_name(text, header) or ""
+        if not self._rate_limit.allow(session.eio_sid):
             reason = "rate_limited"
-        elif name is None:
-            reason = "event_invalid"  # an event's name is a string: checks need it
         elif name in RESERVED_EVENTS and name != "*":
             reason = "event_reserved"
         elif self.settings.client_events is not None and name not in self.settings.client_events:
             reason = "event_not_allowed"
         else:
-            self._limited.discard(sid)
             self.metrics.client_events.labels(event_label(name), "forwarded").inc()
             return None
-        event = name if name is not None else "other"
-        if reason != "rate_limited" or sid not in self._limited:
-            log.warning("client_event_refused", client_event=event, reason=reason, sid=session.sid)
-        if reason == "rate_limited":
-            self._limited.add(sid)
-        self.metrics.client_events.labels(event_label(event), reason).inc()
-        return {"error": reason, "event": event}
+        return self.refusals.refuse(session.eio_sid, name, reason, session.sid)
 
     async def refuse_packet(self, session: Session, refusal: Refusal) -> None:
         """A browser message that fails client_packets' checks: not sent on; the browser
         gets the error in its ack if it asked for one, or its connection is closed (as a
         Node server closes it for the same)."""
-        log.warning(
-            "client_event_refused",
-            client_event=refusal.event,
-            reason=refusal.reason,
-            sid=session.sid,
+        answer = self.refusals.refuse(
+            session.eio_sid, refusal.event, refusal.reason, session.sid, refusal.close
         )
-        self.metrics.client_events.labels(event_label(refusal.event), refusal.reason).inc()
         if refusal.ack_id is not None:
-            answer = {"error": refusal.reason, "event": refusal.event}
             session.to_browser(packets.ack(refusal.ack_id, (answer,), refusal.namespace))
         if refusal.close and not session.closing:
             session.closing = True  # nothing more of it is read

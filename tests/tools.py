@@ -7,8 +7,43 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+T = TypeVar("T")
+
+
+class Clock:
+    """A clock for code that takes one: it says ``now``, which the test sets."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drawn(strategy: st.SearchStrategy[T], count: int) -> list[T]:
+    """``count`` examples hypothesis draws from ``strategy`` (its generation phase only:
+    for input a running process gets, where hypothesis cannot shrink a failure)."""
+    examples: list[T] = []
+
+    @settings(
+        max_examples=count,
+        phases=[Phase.generate],
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def draw(example: T) -> None:
+        examples.append(example)
+
+    draw()
+    return examples
 
 
 def promtool() -> str:

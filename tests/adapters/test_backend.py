@@ -19,16 +19,9 @@ from enricher.payloads import Rejected, room_id_of
 from enricher.tls import client_context
 
 from .. import tools
+from ..tools import Clock
 
 PATHS = ["../admin", "a/b?c", "%2e%2e%2f", "x#y", " ", "", "\ud800", "a\x00b", "🙂/..", "..", "."]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_a_failing_backend_is_left_alone_until_the_cooldown_then_probed(

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from enricher.backend import CircuitBreaker
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..tools import Clock
 
 
 def test_opens_after_failures_in_a_row_and_lets_one_probe_through_after_the_cooldown() -> None:

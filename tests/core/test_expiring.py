@@ -8,13 +8,7 @@ from hypothesis import strategies as st
 
 from enricher.expiring import Expiring
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..tools import Clock
 
 
 def test_an_entry_is_forgotten_after_its_lifetime_even_before_it_is_removed() -> None:

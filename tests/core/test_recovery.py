@@ -10,13 +10,7 @@ from hypothesis import strategies as st
 from enricher.recovery import NotRecovered, Recovered, Recovery, SentLog
 from enricher.sessions import replay, with_offset
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..tools import Clock
 
 
 def offset_of(packet: str) -> str:

@@ -29,6 +29,9 @@ HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
 REPO = HERE.parents[1]
 TIMEOUT = 10.0  # seconds, for any single thing a test waits for
+# The tables kept per browser (enricher_state_entries), and the sessions kept for
+# browsers that may come back.
+PER_BROWSER = ("browser_", "session_", "recovery_sessions")
 START_TIMEOUT = 20.0  # seconds, for a process to come up
 LINE_LIMIT = 64 * 1024 * 1024  # a browsers "dump" line can be large
 
@@ -395,6 +398,30 @@ class Enricher:
                 name, _, value = line.rpartition(" ")
                 samples[name] = float(value)
         return samples
+
+    async def per_browser_tables(
+        self, until: Callable[[dict[str, float]], bool] = lambda tables: True, timeout: float = 30
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """The entries of each table kept per browser (``enricher_state_entries``) once
+        ``until(them)``, and all the metrics then. python-engineio forgets a closed
+        connection a few seconds after it closed: polled until then."""
+        tables: dict[str, float] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    metrics = await self.metrics()
+                    tables = {
+                        name.split('"')[1]: value
+                        for name, value in metrics.items()
+                        if name.startswith("enricher_state_entries{")
+                        and name.split('"')[1].startswith(PER_BROWSER)
+                    }
+                    assert tables, "no table kept per browser is exported"
+                    if until(tables):
+                        return tables, metrics
+                    await asyncio.sleep(0.2)  # metrics: nothing to wait on
+        except TimeoutError:
+            pytest.fail(f"tables kept per browser still {tables} after {timeout} s", pytrace=False)
 
     async def wait_log(self, event: str, start: int = 0, timeout: float = TIMEOUT) -> Json:
         return await self.child.wait_for(

@@ -12,11 +12,11 @@ import json
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from ..tools import drawn
 from .conftest import Backend, BrowsersFactory, Enricher, EnricherFactory
-from .test_memory import PER_BROWSER, rss
+from .test_memory import rss
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
 
@@ -62,25 +62,6 @@ connections = st.tuples(
 )
 
 
-def generate(count: int) -> list[tuple[str, bool, list[str | bytes]]]:
-    """``count`` connections drawn by hypothesis (its generation phase only)."""
-    drawn: list[tuple[str, bool, list[str | bytes]]] = []
-
-    @settings(
-        max_examples=count,
-        phases=[Phase.generate],
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(connections)
-    def draw(connection: tuple[str, bool, list[str | bytes]]) -> None:
-        drawn.append(connection)
-
-    draw()
-    return drawn
-
-
 async def over_websocket(
     http: aiohttp.ClientSession, proxy: Enricher, connect: bool, messages: list[str | bytes]
 ) -> None:
@@ -119,20 +100,11 @@ async def over_polling(
         await answer.read()
 
 
-async def per_browser_tables(proxy: Enricher) -> dict[str, float]:
-    metrics = await proxy.metrics()
-    return {
-        name.split('"')[1]: value
-        for name, value in metrics.items()
-        if name.startswith("enricher_state_entries{") and name.split('"')[1].startswith(PER_BROWSER)
-    }
-
-
 @MODES
 async def test_any_browser_input_disturbs_no_one_and_leaves_nothing_behind(
     mode: str, backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
-    drawn = generate(CONNECTIONS)
+    hostile = drawn(connections, CONNECTIONS)
     # a client that vanishes is noticed within a ping interval and timeout, and its session
     # kept for its return that long: short ones here
     proxy = await make_enricher(
@@ -142,7 +114,7 @@ async def test_any_browser_input_disturbs_no_one_and_leaves_nothing_behind(
         ENRICHER_RECOVERY__MAX_DISCONNECTION="3",
     )
     canaries = await browsers(proxy.public_url, 2, [backend.child, proxy.child])
-    tables_before = await per_browser_tables(proxy)
+    before, _ = await proxy.per_browser_tables()
     sending = asyncio.create_task(backend.burst(EVENTS, [100, 2000], interval_ms=10))
     slots = asyncio.Semaphore(AT_ONCE)
 
@@ -157,20 +129,13 @@ async def test_any_browser_input_disturbs_no_one_and_leaves_nothing_behind(
                         await send(http, proxy, connect, messages)
 
             await asyncio.gather(*(run(*connection) for connection in connections))
-        # python-engineio forgets a closed connection within a few seconds
-        left: dict[str, float] = {}
-        try:
-            async with asyncio.timeout(30):
-                while (left := await per_browser_tables(proxy)) != tables_before:  # noqa: ASYNC110
-                    await asyncio.sleep(0.2)  # metrics: nothing to wait on
-        except TimeoutError:
-            pytest.fail(f"per-browser tables {left} != {tables_before} after 30 s", pytrace=False)
+        await proxy.per_browser_tables(lambda tables: tables == before)
         return rss(proxy.child.proc.pid)
 
     # the first round brings the allocator to its working size; the second may not grow it
-    half = len(drawn) // 2
-    after_first = await round_of(drawn[:half])
-    grown = await round_of(drawn[half:]) - after_first
+    half = len(hostile) // 2
+    after_first = await round_of(hostile[:half])
+    grown = await round_of(hostile[half:]) - after_first
     assert grown < 32 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB in the second round"
 
     await sending

@@ -11,11 +11,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from enricher.payloads import Rejected, parse_message, parse_room
 
+from ..tools import drawn
 from .conftest import Backend, BrowsersFactory, EnricherFactory, barrier, stack
 
 # the join against odd events is the same in both modes; the expectations here are shared
@@ -125,25 +125,6 @@ events = st.one_of(
 )
 
 
-def generate(count: int) -> list[tuple[str, list[Any]]]:
-    """``count`` events drawn by hypothesis (its generation phase only: nothing fails here)."""
-    drawn: list[tuple[str, list[Any]]] = []
-
-    @settings(
-        max_examples=count,
-        phases=[Phase.generate],
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(events)
-    def draw(event: tuple[str, list[Any]]) -> None:
-        drawn.append(event)
-
-    draw()
-    return drawn
-
-
 def canonical(value: Any) -> str:
     """JSON text that survives a trip through JavaScript, whose numbers are doubles: 1.0
     is 1 there, -0.0 is 0, and a large integral number may be written another way."""
@@ -176,7 +157,7 @@ def classify(event: str, args: list[Any]) -> str | None:
 async def test_odd_backend_events_are_all_forwarded_degraded_or_counted(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
-    sent = generate(INPUTS)
+    sent = drawn(events, INPUTS)
     proxy, group = await stack(
         backend, make_enricher, browsers, 1, ["--raw"], ENRICHER_HOLD_TIMEOUT="0.5"
     )

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
 
 import aiohttp
 import pytest
+
+from enricher.refusals import LOG_BURST
 
 from .conftest import Backend, BrowsersFactory, Enricher, EnricherFactory
 
@@ -79,10 +82,11 @@ async def test_bad_packets_from_one_browser_disturb_no_one(
 
         # 2. a binary packet announcing a million attachments: closed at its header
         await bomb.send_str('451000000-3["x",{"_placeholder":true,"num":0}]')
+        assert await answers(bomb, 1) == ['433[{"error":"attachments_too_many","event":"x"}]']
         for _ in range(3):  # what would have followed, if anything still reads it
             with contextlib.suppress(ConnectionError, aiohttp.ClientError):
                 await bomb.send_bytes(b"\0" * 900_000)
-        assert '433[{"error":"attachments_too_many","event":"x"}]' in await closed(bomb)
+        await closed(bomb)  # (what it sends after its close is reset: the ack is read first)
 
         # 3. attachments that together pass the payload limit: closed at the one past it
         await upload.send_str(
@@ -116,10 +120,206 @@ async def test_bad_packets_from_one_browser_disturb_no_one(
     logged = Counter(
         i["reason"] for i in proxy.child.items if i.get("event") == "client_event_refused"
     )
-    assert logged == {
-        "event_invalid": 31,
-        "not_a_packet": 1,
-        "attachments_too_many": 1,
-        "attachments_too_large": 1,
-    }
+    assert logged["attachments_too_many"] == logged["attachments_too_large"] == 1
+    # the 32 refusals of one browser within seconds: its first lines, not all of them
+    assert LOG_BURST <= logged["event_invalid"] + logged["not_a_packet"] < 32
     assert not [i for i in proxy.child.items if "exception" in i or i.get("level") == "error"]
+
+
+TRUSTED_PROXY = "127.0.0.2"  # a proxy in front: its X-Forwarded-Host/-Proto are believed
+
+
+async def admitted(proxy: Enricher, transport: str, headers: dict[str, str], peer: str) -> bool:
+    """Whether a handshake with these headers, from this address, is admitted; a page
+    refused learns nothing of enricher's answers (no CORS header)."""
+    connector = aiohttp.TCPConnector(local_addr=(peer, 0))
+    url = f"127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport={transport}"
+    async with aiohttp.ClientSession(connector=connector) as http:
+        if transport == "websocket":
+            try:
+                ws = await http.ws_connect("ws://" + url, headers=headers)
+            except aiohttp.WSServerHandshakeError as refused:
+                assert refused.status == 400
+                return False
+            opened = await ws.receive_str(timeout=10)
+            await ws.close()
+            return opened.startswith("0{")
+        async with http.get("http://" + url, headers=headers) as answer:
+            body = await answer.text()
+            allowed = answer.headers.get("Access-Control-Allow-Origin")
+            if answer.status == 400:
+                assert allowed is None and "not an accepted origin" in body
+                return False
+            assert answer.status == 200 and body.startswith("0{")
+            assert allowed == headers.get("Origin", allowed)
+            return True
+
+
+@MODES
+async def test_pages_connect_only_from_allowed_origins_whatever_their_host_says(
+    mode: str, backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    proxy = await make_enricher(
+        backend,
+        ENRICHER_CORS_ORIGINS='["https://chat.example.com"]',
+        ENRICHER_HTTP__TRUSTED_PROXIES=f'["{TRUSTED_PROXY}/32"]',
+    )
+    port = proxy.public_port
+    anyone = "127.0.0.1"
+    probes = [
+        # (what, its headers, from where, admitted)
+        ("no page (no Origin)", {}, anyone, True),
+        ("enricher's own origin, by address", {"Origin": f"http://127.0.0.1:{port}"}, anyone, True),
+        (
+            "enricher's own origin, as localhost",
+            {"Origin": f"http://localhost:{port}", "Host": f"localhost:{port}"},
+            anyone,
+            True,
+        ),
+        ("a listed origin", {"Origin": "https://chat.example.com"}, anyone, True),
+        (
+            "a name pointed at enricher (DNS rebinding)",
+            {"Origin": f"http://evil.example:{port}", "Host": f"evil.example:{port}"},
+            anyone,
+            False,
+        ),
+        (
+            "anyone's X-Forwarded-Host",
+            {"Origin": "http://evil.example", "X-Forwarded-Host": "evil.example"},
+            anyone,
+            False,
+        ),
+        (
+            "anyone's X-Forwarded-Proto",
+            {"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"},
+            anyone,
+            False,
+        ),
+        (
+            "the origin a trusted proxy says the page addressed",
+            {
+                "Origin": "https://chat.internal",
+                "Host": "10.0.0.7:8080",
+                "X-Forwarded-Host": "chat.internal",
+                "X-Forwarded-Proto": "https",
+            },
+            TRUSTED_PROXY,
+            True,
+        ),
+        (
+            "a Host behind a trusted proxy",
+            {
+                "Origin": "http://evil.example",
+                "Host": "evil.example",
+                "X-Forwarded-Host": "chat.internal",
+                "X-Forwarded-Proto": "https",
+            },
+            TRUSTED_PROXY,
+            False,
+        ),
+    ]
+    canaries = await browsers(proxy.public_url, 1, [backend.child, proxy.child])
+    sending = asyncio.create_task(backend.burst(EVENTS, [200], interval_ms=5))
+    for transport in ("websocket", "polling"):
+        for what, headers, peer, expected in probes:
+            assert await admitted(proxy, transport, headers, peer) == expected, (transport, what)
+    await sending
+    await canaries.wait_seqs(EVENTS)
+    assert [s["n"] for s in canaries.seqs(0)] == list(range(EVENTS))
+
+    refused = 2 * sum(not expected for *_, expected in probes)
+    metrics = await proxy.metrics()
+    assert metrics['enricher_browser_admissions_total{outcome="origin"}'] == refused
+    lines = [i for i in proxy.logs("browser_refused") if i.get("reason") == "origin"]
+    assert len(lines) == refused
+    assert {line["origin"] for line in lines} >= {
+        "http://evil.example",
+        f"https://127.0.0.1:{port}",
+    }
+
+
+async def handshake(
+    http: aiohttp.ClientSession, proxy: Enricher, transport: str, headers: dict[str, str]
+) -> aiohttp.ClientWebSocketResponse | str | int:
+    """A new engine.io connection: its WebSocket, or a polling session's id; else the
+    status it was refused with."""
+    url = f"127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport={transport}"
+    if transport == "websocket":
+        try:
+            ws = await http.ws_connect("ws://" + url, headers=headers)
+        except aiohttp.WSServerHandshakeError as refused:
+            return refused.status
+        assert (await ws.receive_str(timeout=10)).startswith("0{")
+        return ws
+    async with http.get("http://" + url, headers=headers) as answer:
+        if answer.status != 200:
+            assert await answer.json() == {"code": 4, "message": "Forbidden"}
+            return answer.status
+        opened = json.loads((await answer.text())[1:])
+        return str(opened["sid"])
+
+
+@MODES
+async def test_connections_per_client_address_are_limited_when_asked(
+    mode: str, backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    proxy = await make_enricher(
+        backend,
+        ENRICHER_MAX_CONNECTIONS_PER_CLIENT="3",
+        ENRICHER_HTTP__TRUSTED_PROXIES=f'["{TRUSTED_PROXY}/32"]',
+        # a polling session that stops polling is closed within these
+        ENRICHER_PING_INTERVAL="1",
+        ENRICHER_PING_TIMEOUT="2",
+        ENRICHER_RECOVERY__MAX_DISCONNECTION="3",
+    )
+    canaries = await browsers(proxy.public_url, 1, [backend.child, proxy.child])
+    before, _ = await proxy.per_browser_tables()
+    sending = asyncio.create_task(backend.burst(EVENTS, [200], interval_ms=5))
+    flood = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.3", 0)))
+    behind = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(TRUSTED_PROXY, 0)))
+    async with flood, behind:
+        own = [await handshake(flood, proxy, "websocket", {}) for _ in range(2)]
+        own.append(await handshake(flood, proxy, "polling", {}))
+        assert all(not isinstance(c, int) for c in own)
+        # the client's fourth, by either transport, and what it says of itself
+        assert await handshake(flood, proxy, "websocket", {}) == 403
+        assert await handshake(flood, proxy, "polling", {}) == 403
+        assert await handshake(flood, proxy, "websocket", {"X-Forwarded-For": "10.9.9.9"}) == 403
+        # clients behind a trusted proxy count each as itself
+        for client in ("10.1.1.1", "10.1.1.2"):
+            xff = {"X-Forwarded-For": f"203.0.113.7, {client}"}
+            mine = [await handshake(behind, proxy, "websocket", xff) for _ in range(3)]
+            assert all(not isinstance(c, int) for c in mine)
+            assert await handshake(behind, proxy, "websocket", xff) == 403
+            for ws in mine:
+                assert isinstance(ws, aiohttp.ClientWebSocketResponse)
+                await ws.close()
+        # one closed (a WebSocket, a polling session): room for one more each
+        first = own.pop(0)
+        assert isinstance(first, aiohttp.ClientWebSocketResponse)
+        await first.close()
+        polling = own.pop()
+        async with flood.post(
+            f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=polling&sid={polling}",
+            data=b"1",
+        ) as answer:
+            assert answer.status == 200
+        async with asyncio.timeout(10):
+            # enricher handles a close after the client saw it: nothing to wait on
+            while isinstance(again := await handshake(flood, proxy, "websocket", {}), int):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        own.append(again)
+        assert isinstance(await handshake(flood, proxy, "polling", {}), str)
+        for ws in own:
+            assert isinstance(ws, aiohttp.ClientWebSocketResponse)
+            await ws.close()
+
+    await sending
+    await canaries.wait_seqs(EVENTS)
+    assert [s["n"] for s in canaries.seqs(0)] == list(range(EVENTS))
+    # the last polling session is left to expire: nothing kept once it has
+    await proxy.per_browser_tables(lambda tables: tables == before)
+    metrics = await proxy.metrics()
+    assert metrics['enricher_browser_admissions_total{outcome="too_many_connections"}'] == 5
+    clients = [i["client"] for i in proxy.logs("browser_refused")]
+    assert sorted(clients) == ["10.1.1.1", "10.1.1.2", "127.0.0.3", "127.0.0.3", "127.0.0.3"]

@@ -3,7 +3,6 @@ is flat after warm-up, and every table kept per browser is empty again."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -21,9 +20,6 @@ JOINING = 50  # browsers of each wave that also join a room (membership, rate bu
 # browsers come and gone in between: a leak of 800 bytes per browser would exceed it. Below
 # that, what moves RSS is the allocator (arenas kept or given back), not enricher's tables.
 TOLERANCE = 6 * 1024 * 1024
-# The tables kept per browser (enricher_state_entries), and the sessions kept for
-# browsers that may come back (here for 1 s).
-PER_BROWSER = ("browser_", "session_", "recovery_sessions")
 
 
 def rss(pid: int) -> int:
@@ -34,25 +30,9 @@ def rss(pid: int) -> int:
 
 
 async def tables_empty(proxy: Enricher) -> dict[str, float]:
-    """Wait until no table kept per browser has an entry; the metrics then. python-engineio
-    forgets a closed connection a few seconds after it closed: polled until then."""
-    left: dict[str, float] = {}
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                metrics = await proxy.metrics()
-                left = {
-                    name.split('"')[1]: value
-                    for name, value in metrics.items()
-                    if name.startswith("enricher_state_entries{")
-                    and name.split('"')[1].startswith(PER_BROWSER)
-                }
-                assert left, "no table kept per browser is exported"
-                if not any(left.values()):
-                    return metrics
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        pytest.fail(f"tables kept per browser not empty after 30 s: {left}", pytrace=False)
+    """Wait until no table kept per browser has an entry; the metrics then."""
+    _, metrics = await proxy.per_browser_tables(lambda tables: not any(tables.values()))
+    return metrics
 
 
 @pytest.mark.parametrize(

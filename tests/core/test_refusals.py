@@ -1,0 +1,66 @@
+"""A browser that sends refused events without end cannot flood the log: its lines are
+paced, every refusal is still counted, and the browser still gets each error."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+from structlog.testing import capture_logs
+
+from enricher.refusals import LOG_BURST, Refusals
+
+from ..tools import Clock
+
+
+def setup() -> tuple[Refusals, Counter, Clock]:
+    clock = Clock()
+    counter = Counter("events", "", ["event", "outcome"], registry=CollectorRegistry())
+    return Refusals(counter, clock), counter, clock
+
+
+def test_a_browser_refused_without_end_is_logged_at_a_pace_and_counted_every_time() -> None:
+    refusals, counter, clock = setup()
+    with capture_logs() as lines:
+        answers = [refusals.refuse("b1", "x", "event_not_allowed", "s1") for _ in range(100)]
+        assert len(lines) == LOG_BURST
+        refusals.refuse("b2", "x", "event_not_allowed")  # another browser: its own pace
+        assert len(lines) == LOG_BURST + 1
+        clock.now = 1.0
+        refusals.refuse("b1", "room:new_message", "rate_limited", "s1")
+    assert answers == [{"error": "event_not_allowed", "event": "x"}] * 100
+    assert counter.labels("other", "event_not_allowed")._value.get() == 101
+    assert counter.labels("room:new_message", "rate_limited")._value.get() == 1
+    assert lines[0] == {
+        "event": "client_event_refused",
+        "log_level": "warning",
+        "client_event": "x",
+        "reason": "event_not_allowed",
+        "sid": "s1",
+    }
+    assert lines[LOG_BURST]["sid"] == "b2"
+    # the next line of b1 says how many were left out
+    assert lines[-1]["unlogged"] == 100 - LOG_BURST
+    assert lines[-1]["reason"] == "rate_limited"
+
+
+def test_a_browser_gone_is_forgotten() -> None:
+    refusals, _, _ = setup()
+    for _ in range(LOG_BURST + 3):
+        refusals.refuse("b1", "x", "event_not_allowed")
+    assert len(refusals) == 1
+    refusals.forget("b1")
+    assert len(refusals) == 0
+    with capture_logs() as lines:
+        refusals.refuse("b1", "x", "event_not_allowed")
+    assert "unlogged" not in lines[0]
+
+
+def test_a_refusal_that_closes_its_connection_is_logged_and_keeps_nothing() -> None:
+    refusals, _, _ = setup()
+    for _ in range(LOG_BURST):
+        refusals.refuse("b1", "x", "event_invalid")
+    with capture_logs() as lines:
+        refusals.refuse("b1", "x", "attachments_too_many", closing=True)
+        refusals.refuse("b2", "other", "not_engineio", closing=True)
+    assert [line["reason"] for line in lines] == ["attachments_too_many", "not_engineio"]
+    refusals.forget("b1")
+    assert len(refusals) == 0
