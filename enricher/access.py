@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -102,6 +103,34 @@ class Admission:
     # Who it is, as far as the gate knows (a token's subject, a digest of its credentials);
     # a recovered session goes only to the same holder. None: the gate does not know.
     holder: str | None = None
+    # At expires_at the gate is asked again (auth.recheck_interval seconds later each
+    # time), rather than the browser dropped: credentials revoked meanwhile take effect.
+    recheck: float | None = None
+
+
+async def renewal(
+    gate: Gate, credentials: Credentials, admission: Admission, timeout: float
+) -> Admission | str:
+    """At an admission's ``expires_at``: the next admission, or why its browser must go
+    (``credentials_expired``, ``credentials_revoked``: the gate refuses them now). A
+    recheck the gate does not answer keeps the browser until the next one: an outage of
+    the endpoint that checks credentials does not disconnect every agent."""
+    if admission.recheck is None:
+        return "credentials_expired"
+    try:
+        async with asyncio.timeout(timeout):
+            return await gate.admit(credentials)
+    except TimeoutError:
+        unanswered = "auth_unavailable"
+    except Refused as exc:
+        if not exc.reason.endswith("_unavailable"):
+            return "credentials_revoked"
+        unanswered = exc.reason
+    except Exception:  # a check that broke: as at connect, it refuses
+        log.exception("browser_recheck_failed")
+        return "credentials_revoked"
+    log.info("browser_recheck_unanswered", reason=unanswered)
+    return replace(admission, expires_at=time.time() + admission.recheck)
 
 
 class Gate(Protocol):
@@ -203,10 +232,19 @@ class JwtGate:
 
 class BackendGate:
     """``auth.mode: backend``: the browser's credentials are sent to a backend endpoint;
-    a 2xx admits it. Answers are cached for ``cache_ttl`` seconds per credentials."""
+    a 2xx admits it, until they are asked about again ``recheck_interval`` seconds later
+    (a tenth more or less: browsers that connected together are not all asked at once).
+    Answers are cached for ``cache_ttl`` seconds per credentials."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: AuthSettings) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: AuthSettings,
+        jitter: Callable[[], float] = lambda: random.uniform(0.9, 1.1),
+    ) -> None:
         assert settings.backend_url is not None  # the settings check it for this mode
+        self._recheck = settings.recheck_interval or None
+        self._jitter = jitter
         self._session = session
         self._url = settings.backend_url
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
@@ -223,7 +261,10 @@ class BackendGate:
             self._answers[key] = allowed
         if not allowed:
             raise Refused("backend_refused")
-        return Admission(holder=credentials.fingerprint())
+        if self._recheck is None:
+            return Admission(holder=key)
+        recheck = self._recheck * self._jitter()
+        return Admission(time.time() + recheck, holder=key, recheck=recheck)
 
 
 class RoomAccess:

@@ -238,6 +238,9 @@ class AuthSettings(_Section):
     backend_url: Url | None = None
     timeout: Seconds = 2.0
     cache_ttl: Seconds = 10.0
+    # auth.mode backend: seconds between checks of a connected browser's credentials (0:
+    # checked at connect only); refused then, it is disconnected.
+    recheck_interval: Annotated[float, Field(ge=0)] = 60.0
     room_check: bool = False
 
     @model_validator(mode="after")

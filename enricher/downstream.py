@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from socketio import packet
 
 from . import jsonwire
-from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess
+from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess, renewal
 from .client_packets import ClientPackets, Refusal, Verdict
 from .clients import ConnectionLimit
 from .fanout import BroadcastManager, close_engine_socket, node_engine, websocket_class
@@ -894,12 +894,7 @@ class Downstream:
             raise socketio.exceptions.ConnectionRefusedError("shutting_down")
         credentials, admission = _admitted.get()
         self._credentials[sid] = credentials
-        if admission.expires_at is not None:
-            loop = asyncio.get_running_loop()
-            self._expiries[sid] = loop.call_later(
-                max(0.0, admission.expires_at - time.time()),
-                lambda: self._background(self._expire(sid)),
-            )
+        self._watch(sid, admission)
         self._metrics.browsers.inc()
         log.debug("browser_connected", sid=sid, remote=environ.get("REMOTE_ADDR"))
 
@@ -908,15 +903,32 @@ class Downstream:
         self._tasks.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._tasks.discard)
 
-    async def _expire(self, sid: str) -> None:
-        """A browser whose credentials expired: its connection is closed (engine.io level,
+    def _watch(self, sid: str, admission: Admission) -> None:
+        """At the end of a browser's admission: :meth:`_lapse`."""
+        if admission.expires_at is not None:
+            self._expiries[sid] = asyncio.get_running_loop().call_later(
+                max(0.0, admission.expires_at - time.time()),
+                lambda: self._background(self._lapse(sid, admission)),
+            )
+
+    async def _lapse(self, sid: str, admission: Admission) -> None:
+        """A browser whose admission ended: admitted again (``auth.mode: backend``), or
+        its credentials expired or were revoked: its connection is closed (engine.io level,
         so socket.io-client reconnects, presenting its credentials again)."""
         self._expiries.pop(sid, None)
+        credentials = self._credentials.get(sid)
+        if credentials is None:  # gone meanwhile
+            return
+        outcome = await renewal(self._gate, credentials, admission, self._auth_timeout)
+        if isinstance(outcome, Admission):
+            if sid in self._credentials:
+                self._watch(sid, outcome)
+            return
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         if eio_sid is None:
             return
-        log.info("browser_credentials_expired", sid=sid)
-        self._metrics.browsers_dropped.labels("credentials_expired").inc()
+        log.info(f"browser_{outcome}", sid=sid)
+        self._metrics.browsers_dropped.labels(outcome).inc()
         self.sio.manager.unrecoverable.add(sid)  # it must present credentials again
         engine_socket = self.sio.eio.sockets.get(eio_sid)
         if engine_socket is not None:

@@ -211,7 +211,8 @@ class Metrics:
             "enricher_browsers_dropped",
             "Browsers disconnected by enricher, by reason: 'backlog' (it stopped reading and "
             "websocket.max_queued_events events waited for it), 'credentials_expired' (its "
-            "token's expiry passed; it reconnects with its credentials checked again).",
+            "token's expiry passed; it reconnects with its credentials checked again), "
+            "'credentials_revoked' (auth.mode backend refused them at a recheck).",
             ["reason"],
             registry=registry,
         )

@@ -37,7 +37,7 @@ from aiohttp import WSCloseCode, web
 from cachetools import LRUCache, TTLCache
 
 from . import jsonwire, packets
-from .access import HANDSHAKE_CREDENTIALS, Credentials, Gate, Refused
+from .access import HANDSHAKE_CREDENTIALS, Admission, Credentials, Gate, Refused, renewal
 from .backend import FetchRoom, RestResult
 from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
 from .client_packets import ClientPackets, Refusal, Verdict
@@ -845,16 +845,34 @@ class Relay:
             return False
         self.metrics.browser_admissions.labels("admitted").inc()
         session.holder = admission.holder
-        if admission.expires_at is not None and session.expiry is None:
-            session.expiry = asyncio.get_running_loop().call_later(
-                max(0.0, admission.expires_at - time.time()),
-                lambda: self._background(self._expire(session)),
-            )
+        if session.expiry is None:
+            self._watch(session, credentials, admission)
         return True
 
-    async def _expire(self, session: Session) -> None:
-        log.info("browser_credentials_expired", sid=session.sid)
-        self.metrics.browsers_dropped.labels("credentials_expired").inc()
+    def _watch(self, session: Session, credentials: Credentials, admission: Admission) -> None:
+        """At the end of a browser's admission: :meth:`_lapse`."""
+        if admission.expires_at is not None:
+            eio_sid = session.eio_sid  # a recovered session takes its returning browser's
+            session.expiry = asyncio.get_running_loop().call_later(
+                max(0.0, admission.expires_at - time.time()),
+                lambda: self._background(self._lapse(eio_sid, credentials, admission)),
+            )
+
+    async def _lapse(self, eio_sid: str, credentials: Credentials, admission: Admission) -> None:
+        """A browser whose admission ended: admitted again (``auth.mode: backend``), or
+        its credentials expired or were revoked: it is disconnected (and reconnects,
+        presenting its credentials again)."""
+        assert self._gate is not None  # an admission is the gate's
+        outcome = await renewal(self._gate, credentials, admission, self.settings.auth_timeout)
+        session = self.sessions.get(eio_sid)
+        if session is None or session.closing:
+            return  # gone meanwhile (away, it is checked again when it comes back)
+        session.expiry = None
+        if isinstance(outcome, Admission):
+            self._watch(session, credentials, outcome)
+            return
+        log.info(f"browser_{outcome}", sid=session.sid)
+        self.metrics.browsers_dropped.labels(outcome).inc()
         await self.close_browser(session)
 
     def refusal(self, session: Session, text: str, header: packets.Header) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 
-from .conftest import Backend, BrowsersFactory, EnricherFactory, Json, settle
+from .conftest import Backend, Browsers, BrowsersFactory, EnricherFactory, Json, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
 
@@ -152,3 +152,50 @@ async def test_transparent_mode_backend_sees_each_agent(
         (dump,) = await group.dump()
         assert dump["counts"]["new_message"] == {sent["message_id"]: 1}
         assert dump["counts"]["new_room_complete"] == {sent["room_id"]: 1}
+
+
+@pytest.mark.parametrize(
+    "mode", [pytest.param("shared", marks=pytest.mark.upstream_mode("shared")), "transparent"]
+)
+async def test_credentials_revoked_while_connected_end_the_connection_at_the_next_check(
+    mode: str, backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """auth.mode backend asks about a connected browser's credentials again every
+    recheck_interval: revoked, it is disconnected (and refused when it reconnects); a
+    check the endpoint does not answer keeps it."""
+    proxy = await make_enricher(
+        backend,
+        ENRICHER_AUTH__MODE="backend",
+        ENRICHER_AUTH__BACKEND_URL=backend.url + "/me",
+        ENRICHER_AUTH__RECHECK_INTERVAL="1",
+        ENRICHER_AUTH__CACHE_TTL="0.1",
+        ENRICHER_AUTH__TIMEOUT="0.5",
+    )
+    context = [backend.child, proxy.child]
+    stays = await browsers(proxy.public_url, 1, context, auth_flag({"token": "agent-a"}))
+    revoked = await browsers(proxy.public_url, 1, context, auth_flag({"token": "agent-b"}))
+
+    # the endpoint silent: each browser's checks go unanswered, and both stay
+    await backend._call("POST", "/_control/me", {"silent": True})
+    start = len(proxy.child.items)
+    for _ in range(4):  # two checks each
+        await proxy.wait_log("browser_recheck_unanswered", start)
+        start = len(proxy.child.items)
+    await backend._call("POST", "/_control/me", {"silent": False, "revoke": "agent-b"})
+
+    def refused_again(group: Browsers = revoked) -> Json | None:
+        errors = [i for i in group.child.items if i.get("type") == "connect_error"]
+        return errors[0] if errors else None
+
+    error = await revoked.wait_until(refused_again, "the revoked browser refused when back")
+    assert error["data"] == {"reason": "backend_refused"}
+    disconnects = [i for i in revoked.child.items if i.get("type") == "disconnected"]
+    assert [i["reason"] for i in disconnects] == ["transport close"]
+    sent = await backend.customer("6281102", "Sari", "after the revocation")
+    await stays.wait_all("new_message", id=sent["message_id"])
+    assert not [i for i in stays.child.items if i.get("type") == "disconnected"]
+    (gone,) = await revoked.dump()
+    assert not gone["connected"] and gone["counts"]["new_message"] == {}
+    metrics = await proxy.metrics()
+    assert metrics['enricher_browsers_dropped_total{reason="credentials_revoked"}'] == 1
+    assert proxy.logs("browser_credentials_revoked")

@@ -21,7 +21,8 @@
 // bytes, streamed with backpressure), POST /uploads (sha256 and size of the body, the parts
 // of a multipart one), GET /slow?ms=N, GET /fail (500), GET /redirect?to=relative|absolute,
 // GET /cookies/set (two Set-Cookie), GET /me (401 without a session cookie or a Bearer
-// token), GET /gzip (a gzip-encoded JSON body), GET /broken (cut after half its
+// token, or with a token POST /_control/me {"revoke": token} revoked; no answer at all
+// after {"silent": true}), GET /gzip (a gzip-encoded JSON body), GET /broken (cut after half its
 // Content-Length), GET /huge-header?bytes=N (a Set-Cookie of N bytes), any method on /echo
 // (what arrived: method, URL, raw headers), GET /app/ (the seed's Solusi 3 inbox page,
 // solusi3.html).
@@ -305,6 +306,8 @@ const httpServer = (tls ? (handler) => https.createServer(tls, handler) : http.c
 const io = new Server(httpServer, { cors: { origin: '*' } });
 
 let gateOpen = process.env.GATE !== 'closed';
+const revoked = new Set(); // tokens /me refuses (POST /_control/me {"revoke"})
+let meSilent = false; // /me answers nothing (POST /_control/me {"silent"})
 io.use((socket, next) => (gateOpen ? next() : next(new Error('not accepting connections yet'))));
 
 io.on('connection', (socket) => {
@@ -475,9 +478,11 @@ async function plainRest(req, res, url) {
     return true;
   }
   if (method === 'GET' && path === '/me') {
+    if (meSilent) return true; // no answer at all, until /_control/me says otherwise
     const cookie = /(?:^|;\s*)session=([^;]+)/.exec(req.headers.cookie || '');
     const bearer = /^Bearer (.+)$/.exec(req.headers.authorization || '');
     if (!cookie && !bearer) { send(res, 401, { error: 'not signed in' }); return true; }
+    if (bearer && revoked.has(bearer[1])) { send(res, 401, { error: 'signed out' }); return true; }
     send(res, 200, { session: cookie ? cookie[1] : null, token: bearer ? bearer[1] : null });
     return true;
   }
@@ -613,6 +618,12 @@ async function handle(req, res) {
       io.emit(event, { n, pad, sum: charSum(pad) });
     }
     return send(res, 200, { emitted: count });
+  }
+  if (method === 'POST' && path === '/_control/me') {
+    const body = await readJson(req);
+    if (body.revoke) revoked.add(body.revoke);
+    if (body.silent !== undefined) meSilent = body.silent;
+    return send(res, 200, { ok: true });
   }
   if (method === 'POST' && path === '/_control/accept') {
     const body = await readJson(req);
