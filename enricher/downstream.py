@@ -40,6 +40,7 @@ from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
 from .recovery import NotRecovered, Recovered, Recovery, Session
 from .refusals import RateLimit, Refusals
+from .server import shielded
 from .shared import SharedLog
 from .upstream import UpstreamUnavailable, as_socketio_data
 
@@ -671,6 +672,7 @@ class Downstream:
         )
         self.app = web.Application(
             middlewares=[
+                shielded("/" + socketio_path.strip("/") + "/"),
                 self.clients.middleware,
                 limit.polling,
                 engine_requests(socketio_path, max_payload_bytes, metrics),

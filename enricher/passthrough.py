@@ -311,6 +311,9 @@ class Passthrough:
             self._answered.add(request.transport)
         try:
             return await self._relay(request, started)
+        except asyncio.CancelledError:  # it left: the backend request is closed with it
+            self._browser_left(request, started, "wait")
+            raise
         finally:
             self.in_flight -= 1
             if not self.in_flight:

@@ -6,13 +6,13 @@ headers at most 16 KiB in all, and in by 60 s (its ``maxHeaderSize``, ``headersT
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE
+from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
@@ -25,6 +25,12 @@ HEADER_LIMIT = 16 * 1024  # a request's headers in all, as Node's maxHeaderSize
 # A connection that has not sent a whole request by then (its first, or the next one on a
 # kept-alive connection) is closed: a client trickling its headers would keep it forever.
 HEADERS_TIMEOUT = 60.0
+
+# enricher's own answers do not name the software and version serving them, for anyone
+# probing for known flaws: aiohttp puts its own in every answer it makes (its answers to a
+# request it cannot parse included) unless the answer has a Server header already (a
+# relayed one keeps the backend's), and has no setting for it.
+web_response.SERVER_SOFTWARE = "enricher"  # type: ignore[attr-defined]
 
 
 def bind(address: str) -> socket.socket:
@@ -42,8 +48,9 @@ async def start(
     metrics: Metrics,
     headers_timeout: float = HEADERS_TIMEOUT,
 ) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on ``address``: its runner and port."""
-    app.on_response_prepare.append(_server_name)
+    """Serve ``app`` on ``address``: its runner and port. A request's handler is
+    cancelled when its client leaves (a relayed request stops waiting for the backend and
+    gives its connection back), but for those :func:`shielded`."""
     app.middlewares.append(_header_limit(metrics))
     # Browsers are closed before the runners are; their handlers end at once (relayed HTTP
     # requests are waited for before). Request bodies stay as sent (a gzip upload is
@@ -57,6 +64,7 @@ async def start(
         max_line_size=HEADER_LIMIT,
         max_field_size=HEADER_LIMIT,
         keepalive_timeout=headers_timeout,
+        handler_cancellation=True,
         logger=_server_log(metrics),
     )
     await runner.setup()
@@ -65,14 +73,26 @@ async def start(
     return runner, sock.getsockname()[1]
 
 
-async def _server_name(request: web.Request, response: web.StreamResponse) -> None:
-    """enricher's own answers do not name the software and version serving them (aiohttp's
-    default does, for anyone probing for known flaws); a relayed one keeps the backend's."""
-    if response.headers.get("Server") == SERVER_SOFTWARE:  # aiohttp's, set before this hook
-        response.headers["Server"] = "enricher"
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def shielded(prefix: str) -> Middleware:
+    """Requests under ``prefix`` run to their end when their client leaves (python-engineio
+    sees the connection close and cleans up after it itself; cancelled halfway, a session
+    could be left behind)."""
+
+    @web.middleware
+    async def shield(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(prefix):
+            return await handler(request)
+        task = asyncio.ensure_future(handler(request))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:  # its client left: how it ends is nobody's to hear
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
+
+    return shield
 
 
 def _header_limit(metrics: Metrics) -> Middleware:

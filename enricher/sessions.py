@@ -67,6 +67,7 @@ from .passthrough import Rules, request_headers
 from .payloads import Parsed, T, parse_message, parse_room
 from .recovery import SentLog
 from .refusals import RateLimit, Refusals
+from .server import shielded
 
 log = structlog.get_logger("enricher.sessions")
 
@@ -614,6 +615,7 @@ class Relay:
         )
         self.app = web.Application(
             middlewares=[
+                shielded("/" + socketio_path.strip("/") + "/"),
                 self.clients.middleware,
                 limit.polling,
                 engine_requests(socketio_path, max_payload_bytes, metrics),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from enricher.access import Admission
 from enricher.app import Running
 
 from .conftest import BrowserClient, StubBackend
@@ -125,7 +126,7 @@ async def test_only_a_lost_connection_is_kept_for_recovery(
     if how == "leaves":
         await browser.sio.disconnect()
     elif how == "credentials_expired":
-        await downstream._expire(sid)
+        await downstream._lapse(sid, Admission(expires_at=0.0))  # a token's exp, passed
     elif how == "dropped":
         await manager._drop(sid, eio_sid, downstream.sio.eio.sockets[eio_sid])
     else:

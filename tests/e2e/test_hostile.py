@@ -10,11 +10,14 @@ import json
 from collections import Counter
 
 import aiohttp
+import jwt
 import pytest
 
 from enricher.refusals import LOG_BURST
 
 from .conftest import Backend, BrowsersFactory, Enricher, EnricherFactory
+from .test_passthrough import slow_upload
+from .test_security import JWT_ENV, SECRET, auth_flag, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
 
@@ -323,3 +326,78 @@ async def test_connections_per_client_address_are_limited_when_asked(
     assert metrics['enricher_browser_admissions_total{outcome="too_many_connections"}'] == 5
     clients = [i["client"] for i in proxy.logs("browser_refused")]
     assert sorted(clients) == ["10.1.1.1", "10.1.1.2", "127.0.0.3", "127.0.0.3", "127.0.0.3"]
+
+
+async def raw_request(port: int, request: bytes) -> bytes:
+    """One request as written, byte for byte; the answer's head and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    try:
+        async with asyncio.timeout(10):
+            return await reader.read(64 * 1024)
+    finally:
+        writer.close()
+
+
+@MODES
+async def test_http_probes_disturb_no_one(
+    mode: str, backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
+) -> None:
+    """The probes of the pass-through and of the handshake, all at once against a running
+    enricher with jwt auth: each gets its answer, and canary browsers with valid tokens
+    get every backend event meanwhile."""
+    proxy = await make_enricher(backend, **JWT_ENV, ENRICHER_HTTP__UPLOAD_GRACE="2")
+    port = proxy.public_port
+    canaries = await browsers(
+        proxy.public_url, 2, [backend.child, proxy.child], auth_flag({"token": token()})
+    )
+    start = len(backend.child.items)
+    sending = asyncio.create_task(backend.burst(EVENTS, [200], interval_ms=10))
+
+    # held open meanwhile: uploads a byte at a time, headers a byte at a time, and a slow
+    # relayed request its client leaves
+    uploads = [await slow_upload(port) for _ in range(3)]
+    _, headers_trickle = await asyncio.open_connection("127.0.0.1", port)
+    headers_trickle.write(b"GET /rooms HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+    _, leaving = await asyncio.open_connection("127.0.0.1", port)
+    leaving.write(b"GET /slow?ms=30000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (n, b"y" * 2000) for n in range(9))
+    big = await raw_request(port, b"GET /rooms HTTP/1.1\r\nHost: a\r\n" + padding + b"\r\n")
+    assert big.startswith(b"HTTP/1.1 431")
+    malformed = await raw_request(port, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
+    assert malformed.startswith(b"HTTP/1.0 400") and b"\r\nServer: enricher\r\n" in malformed
+    assert b"aiohttp" not in malformed
+    spoofed = await raw_request(
+        port,
+        b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Host: evil.example\r\n"
+        b"X-Client-IP: 6.6.6.6\r\nX-Original-URL: /admin\r\nConnection: close\r\n\r\n",
+    )
+    seen = json.loads(spoofed.split(b"\r\n\r\n", 1)[1])["headers"]
+    names = {name.lower(): value for name, value in zip(seen[::2], seen[1::2], strict=True)}
+    assert names["x-forwarded-host"] == "127.0.0.1" and names["x-forwarded-for"] == "127.0.0.1"
+    assert "x-client-ip" not in names and "x-original-url" not in names
+    named = {"Origin": "http://evil.example", "Host": "evil.example"}
+    assert not await admitted(proxy, "websocket", named, "127.0.0.1")
+    string_exp = jwt.encode({"aud": "crm", "exp": "9999999999"}, SECRET)
+    refused = await browsers(
+        proxy.public_url, 1, [proxy.child], auth_flag({"token": string_exp}), wait=False
+    )
+    error = await refused.wait_until(
+        lambda: next((i for i in refused.child.items if i.get("type") == "connect_error"), None),
+        "the token whose exp is a string refused",
+    )
+    assert error["data"] == {"reason": "token_invalid"}
+
+    for upload in uploads:
+        assert (await asyncio.wait_for(upload.readline(), 10)).startswith(b"HTTP/1.1 408")
+    leaving.close()
+    await backend.child.wait_for(
+        lambda item: item.get("event") == "slow_abandoned", "the relayed request closed", 10, start
+    )
+    await sending
+    await canaries.wait_seqs(EVENTS)
+    for browser in range(2):
+        assert [s["n"] for s in canaries.seqs(browser)] == list(range(EVENTS))
+    headers_trickle.close()
+    assert not [i for i in proxy.child.items if i.get("level") == "error"]

@@ -545,3 +545,24 @@ async def test_slow_uploads_cannot_take_the_backend_connections(
     logged = [i.get("event") for i in proxy.child.items]
     assert logged.count("http_upload_too_slow") == 3
     assert logged.count("http_client_limited") == 1
+
+
+async def test_a_browser_that_leaves_ends_its_relayed_request_at_the_backend(
+    backend: Backend, make_enricher: EnricherFactory
+) -> None:
+    """A browser that gives up on a slow answer (a closed tab, a cancelled fetch) frees
+    the backend connection at once, as it would have directly, instead of holding it until
+    the backend answers or http.read_timeout."""
+    proxy = await make_enricher(backend)
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+    writer.write(b"GET /slow?ms=30000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await until(lambda m: m["enricher_http_requests_in_flight"] == 1, proxy)
+    start = len(backend.child.items)
+    writer.close()
+    await backend.child.wait_for(
+        lambda item: item.get("event") == "slow_abandoned", "the backend's request closed", 5, start
+    )
+    await until(lambda m: m["enricher_http_requests_in_flight"] == 0, proxy)
+    metrics = await proxy.metrics()
+    assert metrics['enricher_http_requests_total{method="GET",status_class="4xx"}'] == 1  # 499
+    assert not [i for i in proxy.child.items if i.get("level") == "error"]

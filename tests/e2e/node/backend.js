@@ -19,7 +19,8 @@
 // Plain REST routes for the HTTP pass-through tests (what a frontend calls besides
 // /rooms and /messages): GET|HEAD /files/download?bytes=N[&chunked=1] (deterministic
 // bytes, streamed with backpressure), POST /uploads (sha256 and size of the body, the parts
-// of a multipart one), GET /slow?ms=N, GET /fail (500), GET /redirect?to=relative|absolute,
+// of a multipart one), GET /slow?ms=N (logs {"event":"slow_abandoned"} if its client goes
+// before the answer), GET /fail (500), GET /redirect?to=relative|absolute,
 // GET /cookies/set (two Set-Cookie), GET /me (401 without a session cookie or a Bearer
 // token, or with a token POST /_control/me {"revoke": token} revoked; no answer at all
 // after {"silent": true}), GET /gzip (a gzip-encoded JSON body), GET /broken (cut after half its
@@ -461,8 +462,9 @@ async function plainRest(req, res, url) {
   }
   if (method === 'GET' && path === '/slow') {
     const ms = Number(url.searchParams.get('ms')) || 0;
+    res.on('close', () => { if (!res.writableFinished) log({ event: 'slow_abandoned', ms }); });
     await sleep(ms);
-    send(res, 200, { slept_ms: ms });
+    if (!res.destroyed) send(res, 200, { slept_ms: ms });
     return true;
   }
   if (method === 'GET' && path === '/fail') { send(res, 500, { error: 'internal server error' }); return true; }
