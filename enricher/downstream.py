@@ -536,6 +536,25 @@ def engine_requests(socketio_path: str, max_bytes: int, metrics: Metrics) -> Mid
     return engine_requests
 
 
+def engine_middlewares(
+    socketio_path: str,
+    clients: ConnectionLimit,
+    limit: PayloadLimit,
+    max_bytes: int,
+    metrics: Metrics,
+) -> list[Middleware]:
+    """What a request to the Socket.IO path passes before python-engineio, outermost
+    first, in both modes: not cancelled when its client leaves (python-engineio ends it
+    itself, and the connection limit sees that end), the connection limit, the polling
+    payload limit's log line, the bad requests a Node server answers 400."""
+    return [
+        shielded("/" + socketio_path.strip("/") + "/"),
+        clients.middleware,
+        limit.polling,
+        engine_requests(socketio_path, max_bytes, metrics),
+    ]
+
+
 class RoomMembership:
     """Which browsers are in which backend room, so the proxy joins each room once."""
 
@@ -671,12 +690,9 @@ class Downstream:
             max_connections_per_client, socketio_path, trusts, self.sio.eio.sockets, metrics
         )
         self.app = web.Application(
-            middlewares=[
-                shielded("/" + socketio_path.strip("/") + "/"),
-                self.clients.middleware,
-                limit.polling,
-                engine_requests(socketio_path, max_payload_bytes, metrics),
-            ],
+            middlewares=engine_middlewares(
+                socketio_path, self.clients, limit, max_payload_bytes, metrics
+            ),
             client_max_size=max(max_payload_bytes, 1024**2),
         )
         self.sio.attach(self.app, socketio_path=socketio_path)

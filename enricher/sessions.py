@@ -46,7 +46,7 @@ from .downstream import (
     RESERVED_EVENTS,
     RESYNC,
     PayloadLimit,
-    engine_requests,
+    engine_middlewares,
     engine_translation,
     origins_check,
 )
@@ -67,7 +67,6 @@ from .passthrough import Rules, request_headers
 from .payloads import Parsed, T, parse_message, parse_room
 from .recovery import SentLog
 from .refusals import RateLimit, Refusals
-from .server import shielded
 
 log = structlog.get_logger("enricher.sessions")
 
@@ -614,12 +613,9 @@ class Relay:
             max_connections_per_client, socketio_path, rules.trusts, self.eio.sockets, metrics
         )
         self.app = web.Application(
-            middlewares=[
-                shielded("/" + socketio_path.strip("/") + "/"),
-                self.clients.middleware,
-                limit.polling,
-                engine_requests(socketio_path, max_payload_bytes, metrics),
-            ],
+            middlewares=engine_middlewares(
+                socketio_path, self.clients, limit, max_payload_bytes, metrics
+            ),
             client_max_size=max(max_payload_bytes, 1024**2),
         )
         self.eio.attach(self.app, engineio_path=socketio_path)

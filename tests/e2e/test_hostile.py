@@ -132,6 +132,27 @@ async def test_bad_packets_from_one_browser_disturb_no_one(
 TRUSTED_PROXY = "127.0.0.2"  # a proxy in front: its X-Forwarded-Host/-Proto are believed
 
 
+async def handshake(
+    http: aiohttp.ClientSession, proxy: Enricher, transport: str, headers: dict[str, str]
+) -> aiohttp.ClientWebSocketResponse | str | int:
+    """A new engine.io connection: its WebSocket, or a polling session's id; else the
+    status it was refused with."""
+    url = f"127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport={transport}"
+    if transport == "websocket":
+        try:
+            ws = await http.ws_connect("ws://" + url, headers=headers)
+        except aiohttp.WSServerHandshakeError as refused:
+            return refused.status
+        assert (await ws.receive_str(timeout=10)).startswith("0{")
+        return ws
+    async with http.get("http://" + url, headers=headers) as answer:
+        if answer.status != 200:
+            assert await answer.json() == {"code": 4, "message": "Forbidden"}
+            return answer.status
+        opened = json.loads((await answer.text())[1:])
+        return str(opened["sid"])
+
+
 async def admitted(proxy: Enricher, transport: str, headers: dict[str, str], peer: str) -> bool:
     """Whether a handshake with these headers, from this address, is admitted; a page
     refused learns nothing of enricher's answers (no CORS header)."""
@@ -139,14 +160,13 @@ async def admitted(proxy: Enricher, transport: str, headers: dict[str, str], pee
     url = f"127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport={transport}"
     async with aiohttp.ClientSession(connector=connector) as http:
         if transport == "websocket":
-            try:
-                ws = await http.ws_connect("ws://" + url, headers=headers)
-            except aiohttp.WSServerHandshakeError as refused:
-                assert refused.status == 400
+            ws = await handshake(http, proxy, transport, headers)
+            if isinstance(ws, int):
+                assert ws == 400
                 return False
-            opened = await ws.receive_str(timeout=10)
+            assert isinstance(ws, aiohttp.ClientWebSocketResponse)
             await ws.close()
-            return opened.startswith("0{")
+            return True
         async with http.get("http://" + url, headers=headers) as answer:
             body = await answer.text()
             allowed = answer.headers.get("Access-Control-Allow-Origin")
@@ -239,27 +259,6 @@ async def test_pages_connect_only_from_allowed_origins_whatever_their_host_says(
         "http://evil.example",
         f"https://127.0.0.1:{port}",
     }
-
-
-async def handshake(
-    http: aiohttp.ClientSession, proxy: Enricher, transport: str, headers: dict[str, str]
-) -> aiohttp.ClientWebSocketResponse | str | int:
-    """A new engine.io connection: its WebSocket, or a polling session's id; else the
-    status it was refused with."""
-    url = f"127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport={transport}"
-    if transport == "websocket":
-        try:
-            ws = await http.ws_connect("ws://" + url, headers=headers)
-        except aiohttp.WSServerHandshakeError as refused:
-            return refused.status
-        assert (await ws.receive_str(timeout=10)).startswith("0{")
-        return ws
-    async with http.get("http://" + url, headers=headers) as answer:
-        if answer.status != 200:
-            assert await answer.json() == {"code": 4, "message": "Forbidden"}
-            return answer.status
-        opened = json.loads((await answer.text())[1:])
-        return str(opened["sid"])
 
 
 @MODES
