@@ -5,10 +5,16 @@ packet on the socket's engine.io queue and wakes the socket's writer task, which
 writes it. A server-to-client text frame is the same bytes for every recipient, so this
 module builds it once and writes it straight to each socket's transport when nothing is
 waiting in front of it on that socket: nothing queued for it is still unwritten (see
-:class:`Queued`), its writer is not in the middle of a send, and its transport's buffer
+:class:`Unwritten`), its writer is not in the middle of a send, and its transport's buffer
 is below :data:`WRITE_BUFFER_LIMIT`. Every other
 recipient (polling, upgrading, busy, slow) takes python-socketio's own path, so the order of
 events on each socket is kept.
+
+Direct frames are not written one by one: each socket's frames of one loop iteration are
+written together when the iteration ends (:class:`WriteBatch`), one system call per socket
+however many events it got; when enricher keeps up that is one frame, when it is behind (a
+burst, a new room's snapshot and its first message) several. Anything else written to that
+socket (python-engineio's writer, a close) first writes what is batched for it.
 
 A direct frame is never compressed, which is valid on a connection that negotiated
 permessage-deflate too (RFC 7692: an uncompressed message has RSV1 clear).
@@ -61,18 +67,64 @@ def text_frame(payload: bytes) -> bytes:
 _ENGINEIO_TYPES = frozenset("0123456")
 
 
+class WriteBatch:
+    """The sockets with frames batched in this loop iteration; :meth:`flush` writes them
+    at its end (scheduled with ``call_soon`` by the first frame, it runs after every
+    callback already due, among them the rest of a burst's fan-outs)."""
+
+    def __init__(self) -> None:
+        self._sockets: list[WebSocket] = []
+
+    def add(self, websocket: WebSocket) -> None:
+        if not self._sockets:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._sockets.append(websocket)
+
+    def flush(self) -> None:
+        sockets, self._sockets = self._sockets, []
+        for websocket in sockets:
+            websocket.flush()
+
+
 class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
     """python-engineio's aiohttp WebSocket, with permessage-deflate as a setting and the
-    state the direct path needs: its transport and whether a send is in progress."""
+    state the direct path needs: its transport, whether a send is in progress, and the
+    frames batched for it (:meth:`write_frame`)."""
 
     compress: ClassVar[bool] = False
     sockets: ClassVar[dict[str, WebSocket]] = {}  # one per server: :func:`websocket_class`
+    batch: ClassVar[WriteBatch] = WriteBatch()  # one per server too
 
     def __init__(self, handler: Any, server: Any) -> None:
         super().__init__(handler, server)
         self.sending = 0
         self.transport: Any = None
         self.close_code: int | None = None  # the browser's, when it closed the WebSocket
+        self.batched: list[bytes] | None = None
+        self.batched_size = 0
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write a frame after those already written or batched, with the others of this
+        loop iteration, or at once when they make :data:`WRITE_BUFFER_LIMIT`."""
+        if self.batched is None:
+            self.batched = [frame]
+            self.batch.add(self)
+        else:
+            self.batched.append(frame)
+        self.batched_size += len(frame)
+        if self.batched_size >= WRITE_BUFFER_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is batched for this socket now (nothing once it is closing)."""
+        frames = self.batched
+        if frames is None:
+            return
+        self.batched, self.batched_size = None, 0
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._sock.closed:
+            return
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request = environ["aiohttp.request"]
@@ -103,6 +155,7 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         msg = await self._sock.receive()
         if msg.type == WSMsgType.TEXT and msg.data[:1] not in _ENGINEIO_TYPES:
             self.not_engineio(self.handler.__self__.sid)
+            self.flush()
             await self._sock.close()
             msg = await self._sock.receive()  # what the closed WebSocket gives: CLOSED
         if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == (
@@ -122,6 +175,7 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         return msg.data
 
     async def close(self) -> None:
+        self.flush()
         await self._sock.close()
         exception = self._sock.exception()
         if exception is not None:
@@ -135,6 +189,7 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
             # answers the UPGRADE packet with one: over the WebSocket, neither has a use,
             # and a Node server sends none (a client counting packets sees the difference).
             return
+        self.flush()
         self.sending += 1
         try:
             await super().send(message)
@@ -147,11 +202,44 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
 UPGRADE_NOOP_DELAY = 0.1
 
 
+class Unwritten(eio_packet.Packet):  # type: ignore[misc]
+    """A packet on a browser's queue, counted there (``SocketQueue.unwritten``) until it is
+    encoded for writing. The socket's writer takes packets off the queue a loop iteration
+    or more before it writes them, so an empty queue does not mean nothing is on its way."""
+
+    def __init__(self, packet_type: int, data: Any, queue: SocketQueue) -> None:
+        super().__init__(packet_type, data)
+        self._queue: SocketQueue | None = queue
+        queue.unwritten += 1
+
+    def encode(self, b64: bool = False) -> Any:
+        queue, self._queue = self._queue, None
+        if queue is not None:  # encoded right before its write, once
+            queue.unwritten -= 1
+        return super().encode(b64)
+
+
 class SocketQueue(asyncio.Queue[Any]):
-    """A browser's engine.io queue (the server's ``create_queue``) whose NOOP, the one that
-    ends a pending poll during the upgrade to WebSocket, is queued 100 ms after the probe, as
-    Node's server does: a poll that ends with a message meanwhile needs none (it then goes
-    over the WebSocket, which does not send it)."""
+    """A browser's engine.io queue (the server's ``create_queue``), which counts the
+    packets put on it until they are written (:class:`Unwritten`), whoever put them there
+    (enricher, python-socketio, python-engineio): a direct write waits for all of them.
+
+    Its NOOP, the one that ends a pending poll during the upgrade to WebSocket, is queued
+    100 ms after the probe, as Node's server does: a poll that ends with a message
+    meanwhile needs none (it then goes over the WebSocket, which does not send it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unwritten = 0
+
+    def message(self, data: str | bytes) -> None:
+        """Queue one engine.io MESSAGE."""
+        super().put_nowait(Unwritten(eio_packet.MESSAGE, data, self))
+
+    def put_nowait(self, item: Any) -> None:
+        if isinstance(item, eio_packet.Packet) and not isinstance(item, Unwritten):
+            item = Unwritten(item.packet_type, item.data, self)
+        super().put_nowait(item)
 
     async def put(self, item: Any) -> None:
         if isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.NOOP:
@@ -181,29 +269,6 @@ def node_engine(eio: Any) -> None:
     (:class:`SocketQueue`, :class:`EngineSocket`)."""
     eio.create_queue = SocketQueue
     engineio.async_socket.AsyncSocket = EngineSocket  # python-engineio makes each with it
-
-
-class Queued(eio_packet.Packet):  # type: ignore[misc]
-    """A broadcast queued for one browser. Its socket's writer takes packets off the queue
-    a loop iteration or more before it writes them, so an empty queue does not mean
-    nothing is on its way: ``backlog`` counts, per socket, what is queued or taken but
-    not yet encoded for writing."""
-
-    def __init__(self, encoded: str | bytes, backlog: dict[str, int], eio_sid: str) -> None:
-        super().__init__(eio_packet.MESSAGE, encoded)
-        self._backlog: dict[str, int] | None = backlog
-        self._eio_sid = eio_sid
-        backlog[eio_sid] = backlog.get(eio_sid, 0) + 1
-
-    def encode(self, b64: bool = False) -> Any:
-        backlog, self._backlog = self._backlog, None
-        if backlog is not None:  # encoded right before its write, once
-            left = backlog.get(self._eio_sid, 1) - 1
-            if left > 0:
-                backlog[self._eio_sid] = left
-            else:
-                backlog.pop(self._eio_sid, None)
-        return super().encode(b64)
 
 
 # Longest wait for the CLOSE packet of a browser enricher disconnects to be written.
@@ -241,6 +306,7 @@ def websocket_class(
         "sockets": {},
         "too_large": staticmethod(too_large),
         "not_engineio": staticmethod(not_engineio),
+        "batch": WriteBatch(),
     }
     return type("WebSocket", (WebSocket,), attributes)
 
@@ -280,7 +346,6 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         self._max_queued = max_queued
         self._count = count
         self._dropped = dropped
-        self._backlog: dict[str, int] = {}
         self._dropping: set[str] = set()  # eio sids being closed for their backlog
         self._closing: set[asyncio.Future[None]] = set()  # their close tasks, kept alive
 
@@ -336,8 +401,8 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
 
     @property
     def backlogs(self) -> int:
-        """Browsers with events on their way through their queue now."""
-        return len(self._backlog)
+        """Browsers with packets on their way through their queue now."""
+        return sum(1 for socket in self.server.eio.sockets.values() if socket.queue.unwritten)
 
     async def emit_encoded(self, encoded: str, room: str | None = None) -> None:
         """Broadcast a Socket.IO packet that is already text (namespace ``/``, no ack)."""
@@ -394,16 +459,16 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             await self.send_raw(eio_sid, text, attachments)
 
     async def send_raw(self, eio_sid: str, text: str, attachments: Any = ()) -> None:
-        """One Socket.IO packet already encoded, through the browser's queue (counted in
-        its backlog, so no direct write overtakes it)."""
+        """One Socket.IO packet already encoded, through the browser's queue (where no
+        direct write overtakes it)."""
         for part in (text, *attachments):
-            await self.server._send_eio_packet(eio_sid, Queued(part, self._backlog, eio_sid))
+            await self.server._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, part))
 
     def queue_now(self, engine_socket: Any, eio_sid: str, text: str, attachments: Any = ()) -> None:
         """Like :meth:`send_raw`, without yielding to the loop: whatever is sent to this
         browser after this call goes behind it."""
         for part in (text, *attachments):
-            engine_socket.queue.put_nowait(Queued(part, self._backlog, eio_sid))
+            engine_socket.queue.message(part)
 
     def reuse_sid(self, eio_sid: str, sid: str) -> None:
         """The next :meth:`pre_connect` of ``eio_sid`` registers it as ``sid``."""
@@ -436,10 +501,9 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
                 self._direct
                 and websocket is not None
                 and engine_socket is not None
-                and eio_sid not in self._backlog
                 and idle(websocket, engine_socket)
             ):
-                websocket.transport.write(frame)
+                websocket.write_frame(frame)
                 direct += 1
             else:
                 queued.append((sid, eio_sid))
@@ -450,13 +514,9 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
             if engine_socket.queue.qsize() >= self._max_queued:
                 await self._drop(sid, eio_sid, engine_socket)
             else:
-                packet = Queued(encoded, self._backlog, eio_sid)
+                packet = eio_packet.Packet(eio_packet.MESSAGE, encoded)
                 await self.server._send_eio_packet(eio_sid, packet)
         self._count(direct, len(queued))
-
-    async def disconnect(self, sid, namespace, **kwargs):  # type: ignore[no-untyped-def]
-        self._backlog.pop(self.eio_sid_from_sid(sid, namespace), None)
-        return await super().disconnect(sid, namespace, **kwargs)
 
     async def _drop(self, sid: str, eio_sid: str, engine_socket: Any) -> None:
         """Cut a browser whose backlog reached the limit; it reconnects when it can."""
@@ -499,9 +559,10 @@ def idle(websocket: WebSocket, engine_socket: Any) -> bool:
         engine_socket.upgraded
         and not engine_socket.closing
         and not engine_socket.closed
+        and not engine_socket.queue.unwritten
         and engine_socket.queue.empty()
         and not websocket.sending
         and transport is not None
         and not transport.is_closing()
-        and transport.get_write_buffer_size() <= WRITE_BUFFER_LIMIT
+        and transport.get_write_buffer_size() + websocket.batched_size <= WRITE_BUFFER_LIMIT
     )

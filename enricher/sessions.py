@@ -51,7 +51,7 @@ from .downstream import (
     origins_check,
 )
 from .driver import JoinDriver
-from .fanout import Queued, close_engine_socket, idle, node_engine, text_frame, websocket_class
+from .fanout import close_engine_socket, idle, node_engine, text_frame, websocket_class
 from .join import (
     NEW_MESSAGE,
     NEW_ROOM,
@@ -438,18 +438,13 @@ class Session:
         if socket is None or socket.closed or socket.closing or self.closing:
             return
         websocket = relay.websockets.get(eio_sid)
-        if (
-            isinstance(message, str)
-            and websocket is not None
-            and eio_sid not in relay.backlog
-            and idle(websocket, socket)
-        ):
-            websocket.transport.write(text_frame(b"4" + message.encode()))
+        if isinstance(message, str) and websocket is not None and idle(websocket, socket):
+            websocket.write_frame(text_frame(b"4" + message.encode()))
             return
         if socket.queue.qsize() >= relay.settings.max_queued_events:
             relay.drop(self, "backlog")
             return
-        socket.queue.put_nowait(Queued(message, relay.backlog, eio_sid))
+        socket.queue.message(message)
 
     async def fetch_room(self, room_id: str, wanted: Callable[[], bool]) -> RestResult:
         """The join's ``GET /rooms/<id>``, shared with every other session."""
@@ -588,7 +583,6 @@ class Relay:
             compress=compression, too_large=limit.websocket, not_engineio=limit.not_engineio
         )
         self.websockets = websocket.sockets
-        self.backlog: dict[str, int] = {}  # messages queued for each browser, not yet written
         self.eio = engineio.AsyncServer(
             async_mode="aiohttp",
             async_handlers=False,  # each browser's messages handled in order, no task each
@@ -644,7 +638,7 @@ class Relay:
             "recovery_sessions": len(self.kept),
             "recovery_events": sum(len(s.sent) for s in self.kept.values() if s.sent),
             "browser_rate_buckets": len(self._rate_limit),
-            "browser_backlogs": len(self.backlog),
+            "browser_backlogs": sum(1 for s in self.eio.sockets.values() if s.queue.unwritten),
             "browser_refusal_logs": len(self.refusals),
             **self.clients.sizes(),
             "browser_binary_packets": len(self.client_packets),
@@ -716,7 +710,6 @@ class Relay:
         if session is None:
             return
         self.metrics.browsers.dec()
-        self.backlog.pop(eio_sid, None)
         self.client_packets.forget(eio_sid)
         self._rate_limit.forget(eio_sid)
         kept = self._keep(session, reason)

@@ -1,5 +1,6 @@
 """A broadcast written straight to a socket never overtakes one queued for it: not even
-while its writer has taken the queued one off the queue and not yet written it."""
+while its writer has taken the queued one off the queue and not yet written it, and
+whoever queued it. The broadcasts of one loop iteration leave in one write."""
 
 from __future__ import annotations
 
@@ -25,3 +26,49 @@ async def test_a_direct_write_waits_for_what_the_writer_has_taken(
     await sio.emit("seq", 2)  # the queue is empty now: only the backlog count holds it
     got = [await browser.next("seq") for _ in range(2)]
     assert got == [("seq", (1,)), ("seq", (2,))]
+
+
+class CountedWrites:
+    """A transport whose writes are recorded, then made."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def counted(proxy: Running) -> CountedWrites:
+    (websocket,) = proxy.downstream._websockets.values()
+    websocket.transport = CountedWrites(websocket.transport)
+    return websocket.transport  # type: ignore[no-any-return]
+
+
+async def test_the_broadcasts_of_one_loop_iteration_leave_in_one_write(
+    proxy: Running, browsers: Any
+) -> None:
+    (browser,) = await browsers(1)
+    transport = counted(proxy)
+    for n in range(5):  # no await in between gives the loop a turn
+        await proxy.downstream.sio.emit("seq", n)
+    got = [await browser.next("seq") for _ in range(5)]
+    assert got == [("seq", (n,)) for n in range(5)]
+    assert len(transport.writes) == 1
+
+
+async def test_an_event_python_socketio_queues_is_not_overtaken_by_a_broadcast(
+    proxy: Running, browsers: Any
+) -> None:
+    (browser,) = await browsers(1)
+    sio = proxy.downstream.sio
+    (sid,) = [sid for sid, _ in sio.manager.get_participants("/", None)]
+    await sio.emit("seq", 1)  # batched
+    await sio.emit("seq", 2, to=sid, callback=lambda *args: None)  # an ack: the queued path
+    await sio.emit("seq", 3)  # behind the queued one
+    got = [await browser.next("seq") for _ in range(3)]
+    assert got == [("seq", (1,)), ("seq", (2,)), ("seq", (3,))]
