@@ -1,6 +1,7 @@
 """A broadcast written straight to a socket never overtakes one queued for it: not even
 while its writer has taken the queued one off the queue and not yet written it, and
-whoever queued it. The broadcasts of one loop iteration leave in one write."""
+whoever queued it. The broadcasts of one loop iteration leave in one write, a new
+room's completing message and its snapshot among them, in both modes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Any
 
 import pytest
 
-from enricher import fanout
-from enricher.app import Running
+from enricher import fanout, join
+from enricher.app import Running, RunningTransparent
+
+from .conftest import StubBackend
+from .test_access import connect
+from .test_transparent import transparent
 
 
 async def test_a_direct_write_waits_for_what_the_writer_has_taken(
@@ -43,8 +48,13 @@ class CountedWrites:
         return getattr(self._transport, name)
 
 
-def counted(proxy: Running) -> CountedWrites:
-    (websocket,) = proxy.downstream._websockets.values()
+def counted(proxy: Running | RunningTransparent) -> CountedWrites:
+    websockets = (
+        proxy.relay.websockets
+        if isinstance(proxy, RunningTransparent)
+        else (proxy.downstream._websockets)
+    )
+    (websocket,) = websockets.values()
     websocket.transport = CountedWrites(websocket.transport)
     return websocket.transport  # type: ignore[no-any-return]
 
@@ -72,3 +82,35 @@ async def test_an_event_python_socketio_queues_is_not_overtaken_by_a_broadcast(
     await sio.emit("seq", 3)  # behind the queued one
     got = [await browser.next("seq") for _ in range(3)]
     assert got == [("seq", (1,)), ("seq", (2,)), ("seq", (3,))]
+
+
+@pytest.mark.parametrize("mode", ["shared", "transparent"])
+async def test_a_new_rooms_completing_message_and_its_snapshot_leave_in_one_write(
+    mode: str, backend: StubBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered = asyncio.Event()
+    rest_answer = join.Join.rest_answer
+
+    def rest_answered(self: join.Join, *args: Any) -> Any:
+        actions = rest_answer(self, *args)
+        answered.set()
+        return actions
+
+    monkeypatch.setattr(join.Join, "rest_answer", rest_answered)
+    async with transparent(backend, **{"upstream.mode": mode}) as proxy:
+        browser, _ = await connect(proxy)
+        await asyncio.wait_for(backend.connections.get(), 5)  # enricher's or the browser's
+        transport = counted(proxy)
+        room = backend.data.add_room("r1", "6281234", "Budi Santoso")
+        room.created = True
+        await backend.sio.emit("new_room", room.new_room_payload())
+        await asyncio.wait_for(answered.wait(), 5)  # REST knows the room, not its message
+        await backend.message("r1", "Halo")  # completes it
+        seen = [
+            await browser.next("new_message", "new_room_complete", "new_room") for _ in range(3)
+        ]
+        await browser.sio.disconnect()
+    assert [event for event, _ in seen] == ["new_message", "new_room_complete", "new_room"]
+    assert seen[1][1][0]["last_message"]["content_text"] == "Halo"
+    (write,) = [data for data in transport.writes if b'"new_message"' in data]
+    assert b'"new_room_complete"' in write and b'"new_room"' in write
