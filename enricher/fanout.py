@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -151,8 +152,8 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         """Told of a text frame that is no engine.io packet (the connection is closed, as a
         Node server closes it; python-engineio would log a traceback); set as too_large."""
 
-    async def wait(self) -> str | bytes:
-        msg = await self._sock.receive()
+    async def wait(self, timeout: float | None = None) -> str | bytes:
+        msg = await self._sock.receive(timeout)
         if msg.type == WSMsgType.TEXT and msg.data[:1] not in _ENGINEIO_TYPES:
             self.not_engineio(self.handler.__self__.sid)
             self.flush()
@@ -251,7 +252,128 @@ class SocketQueue(asyncio.Queue[Any]):
 class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     """python-engineio's socket, whose polling GET during the upgrade to WebSocket waits for
     packets like any other poll, as with a Node server (python-engineio answers it with a
-    NOOP at once, a packet a Node server does not send)."""
+    NOOP at once, a packet a Node server does not send).
+
+    Its waits make no task of their own: python-engineio pings each browser from a task
+    that sleeps through the ping interval, and waits for a packet to send with
+    ``asyncio.wait_for``, which on Python 3.11 runs the wait in another task; each of them
+    is about 1.5 KiB per browser, idle. Here a timer sends the ping and the wait is bounded
+    by ``asyncio.timeout``, the same behaviour."""
+
+    last_ping: float | None
+    connected: bool
+
+    def schedule_ping(self) -> None:
+        if self.last_ping:  # as python-engineio's: once the previous ping was answered
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+    async def _websocket_handler(self, ws: WebSocket) -> None:
+        """python-engineio's, reading in the connection's own task: it reads each message
+        in a task of its own under ``asyncio.wait_for``. Ends, as python-engineio's, when
+        the browser closes, says nothing for a ping interval and timeout, or sends a
+        message over the size limit (aiohttp refuses it)."""
+        if not isinstance(ws, WebSocket):  # another server of this process (a test's)
+            return await super()._websocket_handler(ws)
+        server = self.server
+        if self.connected:  # the socket was connected by polling: this is the upgrade
+            self.upgrading = True  # hold packet sends during the upgrade
+            if not await self._upgrade_probe(ws):
+                self.upgrading = False
+                return
+            self.upgraded, self.upgrading = True, False
+        else:
+            self.connected = self.upgraded = True
+
+        async def writer() -> None:  # python-engineio's
+            while True:
+                try:
+                    packets = await self.poll()
+                except engineio.exceptions.QueueEmpty:
+                    break
+                if not packets:  # the connection is closed
+                    break
+                try:
+                    for pkt in packets:
+                        await ws.send(pkt.encode())
+                except Exception:
+                    break
+            await ws.close()
+
+        writer_task = asyncio.ensure_future(writer())
+        server.logger.info("%s: Upgrade to websocket successful", self.sid)
+        silence = server.ping_interval + server.ping_timeout
+        while True:
+            try:
+                message = await ws.wait(silence)
+            except (Exception, asyncio.CancelledError):
+                break
+            if message is None:  # closed by the browser
+                break
+            try:
+                await self.receive(eio_packet.Packet(encoded_packet=message))
+            except engineio.exceptions.UnknownPacketError:
+                pass
+            except engineio.exceptions.SocketIsClosedError:
+                server.logger.info("Receive error -- socket is closed")
+                break
+            except Exception:  # logged; the connection goes on, as python-engineio's
+                server.logger.exception("Unknown receive error")
+        await self.queue.put(None)  # ends the writer
+        await writer_task
+        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    async def _upgrade_probe(self, ws: WebSocket) -> bool:
+        """python-engineio's upgrade: the PING "probe", answered, then the UPGRADE packet;
+        False when the browser does not complete it."""
+        try:
+            message = await ws.wait()
+        except OSError:
+            return False
+        probe = eio_packet.Packet(encoded_packet=message)
+        if probe.packet_type != eio_packet.PING or probe.data != "probe":
+            self.server.logger.info("%s: Failed websocket upgrade, no PING packet", self.sid)
+            return False
+        await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+        await self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+        try:
+            message = await ws.wait()
+        except OSError:
+            return False
+        upgrade = eio_packet.Packet(encoded_packet=message)
+        if upgrade.packet_type != eio_packet.UPGRADE:
+            self.server.logger.info(
+                "%s: Failed websocket upgrade, expected UPGRADE packet, received %s instead.",
+                self.sid,
+                message,
+            )
+            return False
+        return True
+
+    async def poll(self) -> list[Any]:
+        """python-engineio's: the packets to send, once there is one (QueueEmpty after
+        a ping interval and timeout without any, or when cancelled)."""
+        try:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                packets = [await self.queue.get()]
+        except (TimeoutError, asyncio.CancelledError):
+            raise engineio.exceptions.QueueEmpty() from None
+        self.queue.task_done()
+        if packets == [None]:
+            return []
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is None:
+                self.queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
 
     async def handle_get_request(self, environ: dict[str, Any]) -> Any:
         upgrade = "upgrade" in environ.get("HTTP_CONNECTION", "").lower()
