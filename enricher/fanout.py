@@ -27,6 +27,7 @@ and socket.io-client reconnects by itself when it can. Nobody else waits for it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import struct
 import time
 from collections.abc import Callable
@@ -220,33 +221,110 @@ class Unwritten(eio_packet.Packet):  # type: ignore[misc]
         return super().encode(b64)
 
 
-class SocketQueue(asyncio.Queue[Any]):
+class SocketQueue:
     """A browser's engine.io queue (the server's ``create_queue``), which counts the
     packets put on it until they are written (:class:`Unwritten`), whoever put them there
     (enricher, python-socketio, python-engineio): a direct write waits for all of them.
+
+    It is ``asyncio.Queue`` as python-engineio uses it (unbounded; ``put``, ``get``,
+    ``task_done``, ``join``), without its storage while it is empty: ``asyncio.Queue``
+    makes four deques up front, about 3 KiB for each browser, for a queue that is empty
+    nearly all the time (broadcasts are written directly).
 
     Its NOOP, the one that ends a pending poll during the upgrade to WebSocket, is queued
     100 ms after the probe, as Node's server does: a poll that ends with a message
     meanwhile needs none (it then goes over the WebSocket, which does not send it)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "unwritten")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._joiners: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
         self.unwritten = 0
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items is not None else 0
+
+    def empty(self) -> bool:
+        return self._items is None
+
+    def full(self) -> bool:
+        return False
 
     def message(self, data: str | bytes) -> None:
         """Queue one engine.io MESSAGE."""
-        super().put_nowait(Unwritten(eio_packet.MESSAGE, data, self))
+        self._put(Unwritten(eio_packet.MESSAGE, data, self))
 
     def put_nowait(self, item: Any) -> None:
         if isinstance(item, eio_packet.Packet) and not isinstance(item, Unwritten):
             item = Unwritten(item.packet_type, item.data, self)
-        super().put_nowait(item)
+        self._put(item)
 
     async def put(self, item: Any) -> None:
         if isinstance(item, eio_packet.Packet) and item.packet_type == eio_packet.NOOP:
             asyncio.get_running_loop().call_later(UPGRADE_NOOP_DELAY, self.put_nowait, item)
             return
-        await super().put(item)
+        self.put_nowait(item)
+
+    def _put(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+        self._wake_getter()
+
+    def _wake_getter(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if items is None:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
+
+    async def get(self) -> Any:
+        while self._items is None:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:  # asyncio.Queue's: a wake-up not taken goes to the next
+                getter.cancel()
+                if self._getters is not None and getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items is not None and not getter.cancelled():
+                    self._wake_getter()
+                raise
+        return self.get_nowait()
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._joiners is not None:
+            for joiner in self._joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+            self._joiners = None
+
+    async def join(self) -> None:
+        if self._unfinished:
+            joiner = asyncio.get_running_loop().create_future()
+            if self._joiners is None:
+                self._joiners = []
+            self._joiners.append(joiner)
+            await joiner
 
 
 class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
