@@ -235,7 +235,7 @@ class SocketQueue:
     100 ms after the probe, as Node's server does: a poll that ends with a message
     meanwhile needs none (it then goes over the WebSocket, which does not send it)."""
 
-    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "unwritten")
+    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "on_put", "unwritten")
 
     def __init__(self) -> None:
         self._items: collections.deque[Any] | None = None
@@ -243,6 +243,7 @@ class SocketQueue:
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
         self.unwritten = 0
+        self.on_put: Callable[[], None] | None = None  # told of each packet put
 
     def qsize(self) -> int:
         return len(self._items) if self._items is not None else 0
@@ -274,6 +275,8 @@ class SocketQueue:
         self._items.append(item)
         self._unfinished += 1
         self._wake_getter()
+        if self.on_put is not None:
+            self.on_put()
 
     def _wake_getter(self) -> None:
         while self._getters:
@@ -340,6 +343,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
 
     last_ping: float | None
     connected: bool
+    queue: SocketQueue
+    _websocket: WebSocket | None = None  # once upgraded, while open (see _write_queued)
+    _writer: asyncio.Future[None] | None = None  # writing what is queued, while something is
 
     def schedule_ping(self) -> None:
         if self.last_ping:  # as python-engineio's: once the previous ping was answered
@@ -368,22 +374,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         else:
             self.connected = self.upgraded = True
 
-        async def writer() -> None:  # python-engineio's
-            while True:
-                try:
-                    packets = await self.poll()
-                except engineio.exceptions.QueueEmpty:
-                    break
-                if not packets:  # the connection is closed
-                    break
-                try:
-                    for pkt in packets:
-                        await ws.send(pkt.encode())
-                except Exception:
-                    break
-            await ws.close()
-
-        writer_task = asyncio.ensure_future(writer())
+        self._websocket = ws  # from now on what is queued is written by _write_queued
+        self.queue.on_put = self._queued
+        self._queued()  # what was queued during the upgrade
         server.logger.info("%s: Upgrade to websocket successful", self.sid)
         silence = server.ping_interval + server.ping_timeout
         while True:
@@ -402,9 +395,39 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
                 break
             except Exception:  # logged; the connection goes on, as python-engineio's
                 server.logger.exception("Unknown receive error")
-        await self.queue.put(None)  # ends the writer
-        await writer_task
+        self.queue.put_nowait(None)  # what is queued is written, then the WebSocket closed
+        if self._writer is not None:
+            await self._writer
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    def _queued(self) -> None:
+        """Something was queued for the browser: written by a task of its own, started now
+        if none is under way (none while nothing is queued: most of the time, for most
+        browsers, since broadcasts are written directly)."""
+        if self._writer is None and self._websocket is not None and not self.queue.empty():
+            self._writer = asyncio.ensure_future(self._write_queued(self._websocket))
+
+    async def _write_queued(self, ws: WebSocket) -> None:
+        """python-engineio's writer, until the queue is empty: each packet in order, with
+        backpressure; None (the end of the connection) closes the WebSocket, as does a
+        write that fails, and nothing queued after that is written."""
+        queue = self.queue
+        try:
+            while not queue.empty():
+                pkt = queue.get_nowait()
+                queue.task_done()
+                if pkt is None:
+                    break
+                await ws.send(pkt.encode())
+            else:
+                return
+        except Exception:
+            pass
+        finally:
+            self._writer = None
+        self._websocket = None
+        queue.on_put = None
+        await ws.close()
 
     async def _upgrade_probe(self, ws: WebSocket) -> bool:
         """python-engineio's upgrade: the PING "probe", answered, then the UPGRADE packet;
