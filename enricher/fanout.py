@@ -335,11 +335,13 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     packets like any other poll, as with a Node server (python-engineio answers it with a
     NOOP at once, a packet a Node server does not send).
 
-    Its waits make no task of their own: python-engineio pings each browser from a task
-    that sleeps through the ping interval, and waits for a packet to send with
-    ``asyncio.wait_for``, which on Python 3.11 runs the wait in another task; each of them
-    is about 1.5 KiB per browser, idle. Here a timer sends the ping and the wait is bounded
-    by ``asyncio.timeout``, the same behaviour."""
+    An idle browser costs it no task: python-engineio keeps four for each WebSocket, about
+    1.5 KiB each with what they hold: one sleeping through the ping interval to send the
+    next ping, a writer waiting for packets all the connection long, and the waits of the
+    writer and of the reader under ``asyncio.wait_for`` (on Python 3.11 a task each). Here a
+    timer sends the ping, the connection's own task reads (aiohttp's receive timeout), and
+    a writer runs only while something is queued (:meth:`_write_queued`); the behaviour is
+    python-engineio's."""
 
     last_ping: float | None
     connected: bool
