@@ -31,6 +31,11 @@ def client_address(request: web.BaseRequest, trusts: Callable[[str | None], bool
     return peer
 
 
+async def answered(response: web.StreamResponse) -> web.StreamResponse:
+    """An answer made already, as the awaitable a handler gives."""
+    return response
+
+
 class ConnectionLimit:
     """At most ``limit`` engine.io connections at once from one client address (0: any
     number). A handshake past it is answered ``403 {"code": 4, "message": "Forbidden"}``,
@@ -44,13 +49,11 @@ class ConnectionLimit:
     def __init__(
         self,
         limit: int,
-        socketio_path: str,
         trusts: Callable[[str | None], bool],
         sockets: Container[str],
         metrics: Metrics,
     ) -> None:
         self._limit = limit
-        self._prefix = "/" + socketio_path.strip("/") + "/"
         self._trusts = trusts
         self._sockets = sockets  # python-engineio's open connections, by id
         self._metrics = metrics
@@ -58,17 +61,14 @@ class ConnectionLimit:
         self._client_of: dict[str, str] = {}  # by engine.io connection id
         self._lines = RateLimit(LOG_RATE, LOG_BURST, asyncio.get_running_loop().time)
 
-    @web.middleware
-    async def middleware(
+    def admit(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if (
-            not self._limit
-            or request.method != "GET"
-            or "sid" in request.query
-            or not request.path.startswith(self._prefix)
-        ):
-            return await handler(request)
+    ) -> Awaitable[web.StreamResponse]:
+        """A request to the Socket.IO path: its handler's answer, or the refusal. Only a
+        handshake is counted, and only then does this keep a frame of its own for the
+        request's life (to give the connection back when it ends without one)."""
+        if not self._limit or request.method != "GET" or "sid" in request.query:
+            return handler(request)
         client = client_address(request, self._trusts)
         if self._count.get(client, 0) >= self._limit:
             if self._lines.allow(client):
@@ -79,7 +79,15 @@ class ConnectionLimit:
                     limit=self._limit,
                 )
             self._metrics.browser_admissions.labels("too_many_connections").inc()
-            return web.json_response({"code": 4, "message": "Forbidden"}, status=403)
+            return answered(web.json_response({"code": 4, "message": "Forbidden"}, status=403))
+        return self._counted(request, handler, client)
+
+    async def _counted(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        client: str,
+    ) -> web.StreamResponse:
         self._count[client] = self._count.get(client, 0) + 1
         request[_CLIENT] = client
         try:

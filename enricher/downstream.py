@@ -40,7 +40,7 @@ from .metrics import Metrics, event_label
 from .payloads import Rejected, room_id_of
 from .recovery import NotRecovered, Recovered, Recovery, Session
 from .refusals import RateLimit, Refusals
-from .server import shielded
+from .server import Handler, shielded
 from .shared import SharedLog
 from .upstream import UpstreamUnavailable, as_socketio_data
 
@@ -467,10 +467,8 @@ class PayloadLimit:
         size = re.search(r"size (\d+)", detail)  # aiohttp: "Message size N exceeds limit M"
         self._too_large(eio_sid, int(size.group(1)) if size else None, "websocket")
 
-    @web.middleware
-    async def polling(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
+    def polling(self, request: web.Request) -> None:
+        """Log and count a polling POST over the limit (python-engineio refuses it)."""
         size = request.content_length
         sid = request.query.get("sid", "")
         if (
@@ -480,7 +478,6 @@ class PayloadLimit:
             and self._connected(sid)  # a browser's, not any request's: no log flood
         ):
             self._too_large(sid, size, "polling")
-        return await handler(request)
 
 
 # The first character of each packet of a polling body: an engine.io packet type, or "b"
@@ -501,25 +498,23 @@ def polling_payload_ok(body: bytes) -> bool:
     return all(_POLLING_PACKET.match(packet) for packet in packets)
 
 
-def engine_requests(socketio_path: str, max_bytes: int, metrics: Metrics) -> Middleware:
+# A request's handler with the next one to call: what engine_requests is.
+EngineHandler = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+def engine_requests(max_bytes: int, metrics: Metrics) -> EngineHandler:
     """Engine.io requests a Node server answers 400 "Bad request", answered so here too,
     logged in one line and counted: a polling body that is no engine.io payload (python-
     engineio would log a traceback and answer 200), and the errors of a client's making
     python-engineio lets out of its handler (a poll for a session closing meanwhile:
     KeyError; a packet it cannot decode: ValueError), which aiohttp answers 500."""
-    prefix = "/" + socketio_path.strip("/") + "/"
 
     def bad_request(request: web.Request, error: str) -> web.Response:
         log.info("http_bad_request", reason="engineio", error=error[:200])
         metrics.http_answered(request.method, 400, None)
         return web.json_response({"code": 3, "message": "Bad request"}, status=400)
 
-    @web.middleware
-    async def engine_requests(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
-            return await handler(request)
+    async def engine_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         size = request.content_length
         if request.method == "POST" and size is not None and 0 < size <= max_bytes:
             try:
@@ -536,23 +531,39 @@ def engine_requests(socketio_path: str, max_bytes: int, metrics: Metrics) -> Mid
     return engine_requests
 
 
-def engine_middlewares(
+def engine_gate(
     socketio_path: str,
     clients: ConnectionLimit,
     limit: PayloadLimit,
     max_bytes: int,
     metrics: Metrics,
-) -> list[Middleware]:
-    """What a request to the Socket.IO path passes before python-engineio, outermost
-    first, in both modes: not cancelled when its client leaves (python-engineio ends it
-    itself, and the connection limit sees that end), the connection limit, the polling
-    payload limit's log line, the bad requests a Node server answers 400."""
-    return [
-        shielded("/" + socketio_path.strip("/") + "/"),
-        clients.middleware,
-        limit.polling,
-        engine_requests(socketio_path, max_bytes, metrics),
-    ]
+    *,
+    shield_websockets: bool = False,
+) -> Middleware:
+    """What a request to the Socket.IO path passes before python-engineio, in both modes:
+    the connection limit, the polling payload limit's log line, the bad requests a Node
+    server answers 400; and not cancelled when its client leaves (python-engineio ends it
+    itself, and the connection limit sees that end).
+
+    A WebSocket keeps none of this for its connection's life: no frame (this is a plain
+    function handing on python-engineio's coroutine), and no shield task unless
+    ``shield_websockets``: its handler ends by itself when the browser leaves
+    (:class:`EngineSocket`), and nothing before it waits on anything but the browser.
+    Transparent mode's handshake waits for the browser's own backend connection, which a
+    cancellation would leave half open: its WebSockets are shielded."""
+    prefix = "/" + socketio_path.strip("/") + "/"
+    requests = engine_requests(max_bytes, metrics)
+
+    @web.middleware
+    def engine_gate(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        if not request.path.startswith(prefix):
+            return handler(request)
+        if not shield_websockets and request.headers.get("Upgrade", "").lower() == "websocket":
+            return clients.admit(request, handler)
+        limit.polling(request)
+        return shielded(clients.admit(request, lambda request: requests(request, handler)))
+
+    return engine_gate
 
 
 class RoomMembership:
@@ -687,12 +698,12 @@ class Downstream:
             "translate_request": engine_translation(self.sio.eio, trusts),
         }
         self.sio.clients = self.clients = ConnectionLimit(
-            max_connections_per_client, socketio_path, trusts, self.sio.eio.sockets, metrics
+            max_connections_per_client, trusts, self.sio.eio.sockets, metrics
         )
         self.app = web.Application(
-            middlewares=engine_middlewares(
-                socketio_path, self.clients, limit, max_payload_bytes, metrics
-            ),
+            middlewares=[
+                engine_gate(socketio_path, self.clients, limit, max_payload_bytes, metrics)
+            ],
             client_max_size=max(max_payload_bytes, 1024**2),
         )
         self.sio.attach(self.app, socketio_path=socketio_path)

@@ -104,6 +104,22 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         self.close_code: int | None = None  # the browser's, when it closed the WebSocket
         self.batched: list[bytes] | None = None
         self.batched_size = 0
+        # The browser's engine.io queue from its upgrade until its socket closes: while
+        # there is one, frames may be written directly (:meth:`writable`).
+        self.queue: SocketQueue | None = None
+
+    def writable(self) -> bool:
+        """Whether a frame written now is the next thing this browser receives: its socket
+        is upgraded and not closing, nothing queued for it is unwritten or being sent, and
+        its transport has room."""
+        queue = self.queue
+        if queue is None or queue.unwritten or self.sending:
+            return False
+        transport = self.transport
+        return (
+            not transport.is_closing()
+            and transport.get_write_buffer_size() + self.batched_size <= WRITE_BUFFER_LIMIT
+        )
 
     def write_frame(self, frame: bytes) -> None:
         """Write a frame after those already written or batched, with the others of this
@@ -363,13 +379,21 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         """python-engineio's, reading in the connection's own task: it reads each message
         in a task of its own under ``asyncio.wait_for``. Ends, as python-engineio's, when
         the browser closes, says nothing for a ping interval and timeout, or sends a
-        message over the size limit (aiohttp refuses it)."""
+        message over the size limit (aiohttp refuses it).
+
+        Safe to cancel (aiohttp cancels a request's handler when its client leaves): a
+        cancelled wait is the end of the connection, and what a browser's message or the
+        end set going runs to its end regardless (:meth:`_receive`, :meth:`_end`)."""
         if not isinstance(ws, WebSocket):  # another server of this process (a test's)
             return await super()._websocket_handler(ws)
         server = self.server
         if self.connected:  # the socket was connected by polling: this is the upgrade
             self.upgrading = True  # hold packet sends during the upgrade
-            if not await self._upgrade_probe(ws):
+            try:
+                upgraded = await self._upgrade_probe(ws)
+            except asyncio.CancelledError:  # the browser left
+                upgraded = False
+            if not upgraded:
                 self.upgrading = False
                 return
             self.upgraded, self.upgrading = True, False
@@ -378,6 +402,7 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
 
         self._websocket = ws  # from now on what is queued is written by _write_queued
         self.queue.on_put = self._queued
+        ws.queue = self.queue  # and broadcasts may be written directly
         self._queued()  # what was queued during the upgrade
         server.logger.info("%s: Upgrade to websocket successful", self.sid)
         silence = server.ping_interval + server.ping_timeout
@@ -386,21 +411,47 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
                 message = await ws.wait(silence)
             except (Exception, asyncio.CancelledError):
                 break
-            if message is None:  # closed by the browser
+            if message is None or not await self._receive(message):  # closed by the browser
                 break
+        ws.queue = None
+        ending = asyncio.ensure_future(self._end())
+        try:
+            await asyncio.shield(ending)
+        except asyncio.CancelledError:  # the browser left meanwhile: its end goes on
+            await ending
+
+    async def _receive(self, message: str | bytes) -> bool:
+        """Handle one message of the browser's; False when that ends the connection. A
+        PONG is handled at once; anything else, which may wait (a Socket.IO CONNECT on its
+        credentials, a CLOSE on the disconnect handlers), is handled to its end even if the
+        browser leaves meanwhile."""
+        try:
+            pkt = eio_packet.Packet(encoded_packet=message)
+            if pkt.packet_type == eio_packet.PONG:
+                await self.receive(pkt)
+                return True
+            handling = asyncio.ensure_future(self.receive(pkt))
             try:
-                await self.receive(eio_packet.Packet(encoded_packet=message))
-            except engineio.exceptions.UnknownPacketError:
-                pass
-            except engineio.exceptions.SocketIsClosedError:
-                server.logger.info("Receive error -- socket is closed")
-                break
-            except Exception:  # logged; the connection goes on, as python-engineio's
-                server.logger.exception("Unknown receive error")
-        self.queue.put_nowait(None)  # what is queued is written, then the WebSocket closed
+                await asyncio.shield(handling)
+            except asyncio.CancelledError:  # the browser left
+                await handling
+                return False
+        except engineio.exceptions.UnknownPacketError:
+            pass
+        except engineio.exceptions.SocketIsClosedError:
+            self.server.logger.info("Receive error -- socket is closed")
+            return False
+        except Exception:  # logged; the connection goes on, as python-engineio's
+            self.server.logger.exception("Unknown receive error")
+        return True
+
+    async def _end(self) -> None:
+        """The end of the browser's WebSocket: what is queued is written, then it is
+        closed, and the socket with it (python-engineio's disconnect handlers)."""
+        self.queue.put_nowait(None)
         if self._writer is not None:
             await self._writer
-        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
     def _queued(self) -> None:
         """Something was queued for the browser: written by a task of its own, started now
@@ -427,9 +478,16 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             pass
         finally:
             self._writer = None
-        self._websocket = None
+        self._websocket = ws.queue = None
         queue.on_put = None
         await ws.close()
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        """python-engineio's; from its start, nothing more is written directly (its CLOSE
+        packet goes through the queue, after what was queued before it)."""
+        if self._websocket is not None:
+            self._websocket.queue = None
+        await super().close(wait=wait, abort=abort, reason=reason)
 
     async def _upgrade_probe(self, ws: WebSocket) -> bool:
         """python-engineio's upgrade: the PING "probe", answered, then the UPGRADE packet;
@@ -716,22 +774,17 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
         frame = text_frame(b"4" + encoded.encode())  # "4": an engine.io MESSAGE
         queued: list[tuple[str, str]] = []
         direct = 0
-        engine_sockets = self.server.eio.sockets
+        websockets = self._websockets if self._direct else {}
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
-            websocket = self._websockets.get(eio_sid)
-            engine_socket = engine_sockets.get(eio_sid)
-            if (
-                self._direct
-                and websocket is not None
-                and engine_socket is not None
-                and idle(websocket, engine_socket)
-            ):
+            websocket = websockets.get(eio_sid)
+            if websocket is not None and websocket.writable():
                 websocket.write_frame(frame)
                 direct += 1
             else:
                 queued.append((sid, eio_sid))
+        engine_sockets = self.server.eio.sockets
         for sid, eio_sid in queued:
             engine_socket = engine_sockets.get(eio_sid)
             if engine_socket is None:  # gone meanwhile (dropped above, say): nothing to send
@@ -775,19 +828,3 @@ class BroadcastManager(socketio.AsyncManager):  # type: ignore[misc]
 def _rooms(room: Any) -> list[str] | None:
     """An emit's ``to``/``room`` as a list of rooms (None: everyone)."""
     return None if room is None else [room] if isinstance(room, str) else list(room)
-
-
-def idle(websocket: WebSocket, engine_socket: Any) -> bool:
-    """Whether a frame written now is the next thing this browser receives."""
-    transport = websocket.transport
-    return bool(
-        engine_socket.upgraded
-        and not engine_socket.closing
-        and not engine_socket.closed
-        and not engine_socket.queue.unwritten
-        and engine_socket.queue.empty()
-        and not websocket.sending
-        and transport is not None
-        and not transport.is_closing()
-        and transport.get_write_buffer_size() + websocket.batched_size <= WRITE_BUFFER_LIMIT
-    )

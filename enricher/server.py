@@ -76,34 +76,26 @@ async def start(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def shielded(prefix: str) -> Middleware:
-    """Requests under ``prefix`` run to their end when their client leaves (python-engineio
-    sees the connection close and cleans up after it itself; cancelled halfway, a session
-    could be left behind)."""
+def shielded(answer: Awaitable[web.StreamResponse]) -> Awaitable[web.StreamResponse]:
+    """A request's answer, made to its end when its client leaves (python-engineio sees
+    the connection close and cleans up after it itself; cancelled halfway, a session could
+    be left behind). Runs in a task of its own."""
+    return _shielded(asyncio.ensure_future(answer))
 
-    @web.middleware
-    async def shield(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
-            return await handler(request)
-        task = asyncio.ensure_future(handler(request))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:  # its client left: how it ends is nobody's to hear
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-            raise
 
-    return shield
+async def _shielded(task: asyncio.Future[web.StreamResponse]) -> web.StreamResponse:
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:  # its client left: how it ends is nobody's to hear
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        raise
 
 
 def _header_limit(metrics: Metrics) -> Middleware:
     """A request whose headers are more than :data:`HEADER_LIMIT` in all gets 431, as from
     Node (aiohttp bounds each header and their number, not their sum)."""
 
-    @web.middleware
-    async def header_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
-        if size <= HEADER_LIMIT:
-            return await handler(request)
+    async def refuse(request: web.Request, size: int) -> web.StreamResponse:
         log.info("http_bad_request", reason="headers_too_large", size=size, limit=HEADER_LIMIT)
         metrics.http_answered(request.method, 431, None)
         refused = web.json_response(
@@ -112,6 +104,15 @@ def _header_limit(metrics: Metrics) -> Middleware:
         )
         refused.force_close()
         return refused
+
+    # A plain function handing on the handler's coroutine: nothing of it is kept for the
+    # request's life (a WebSocket's is the connection's).
+    @web.middleware
+    def header_limit(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+        if size <= HEADER_LIMIT:
+            return handler(request)
+        return refuse(request, size)
 
     return header_limit
 

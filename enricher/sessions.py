@@ -46,12 +46,12 @@ from .downstream import (
     RESERVED_EVENTS,
     RESYNC,
     PayloadLimit,
-    engine_middlewares,
+    engine_gate,
     engine_translation,
     origins_check,
 )
 from .driver import JoinDriver
-from .fanout import close_engine_socket, idle, node_engine, text_frame, websocket_class
+from .fanout import close_engine_socket, node_engine, text_frame, websocket_class
 from .join import (
     NEW_MESSAGE,
     NEW_ROOM,
@@ -438,7 +438,7 @@ class Session:
         if socket is None or socket.closed or socket.closing or self.closing:
             return
         websocket = relay.websockets.get(eio_sid)
-        if isinstance(message, str) and websocket is not None and idle(websocket, socket):
+        if isinstance(message, str) and websocket is not None and websocket.writable():
             websocket.write_frame(text_frame(b"4" + message.encode()))
             return
         if socket.queue.qsize() >= relay.settings.max_queued_events:
@@ -604,12 +604,19 @@ class Relay:
         self.eio.on("message", self._message)
         self.eio.on("disconnect", self._disconnect)
         self.clients = ConnectionLimit(
-            max_connections_per_client, socketio_path, rules.trusts, self.eio.sockets, metrics
+            max_connections_per_client, rules.trusts, self.eio.sockets, metrics
         )
         self.app = web.Application(
-            middlewares=engine_middlewares(
-                socketio_path, self.clients, limit, max_payload_bytes, metrics
-            ),
+            middlewares=[
+                engine_gate(
+                    socketio_path,
+                    self.clients,
+                    limit,
+                    max_payload_bytes,
+                    metrics,
+                    shield_websockets=True,
+                )
+            ],
             client_max_size=max(max_payload_bytes, 1024**2),
         )
         self.eio.attach(self.app, engineio_path=socketio_path)

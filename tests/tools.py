@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +25,15 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Until ``condition()`` holds: the proxy's state, looked at as its tasks run (the
+    caller bounds the wait)."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.01)
 
 
 def drawn(strategy: st.SearchStrategy[T], count: int) -> list[T]:

@@ -18,6 +18,7 @@ from enricher.app import RunningTransparent, running
 from enricher.config import load_settings
 from enricher.logs import configure_logging
 
+from ..tools import until
 from .conftest import StubBackend
 from .test_access import connect
 
@@ -150,9 +151,9 @@ async def test_a_kept_session_the_backend_ended_is_not_given_back(backend: StubB
         sid = await asyncio.wait_for(backend.connections.get(), 5)
         assert answer["sid"] == sid and answer["pid"].startswith("enricher.")
         await ws.close()  # lost, without a DISCONNECT: kept for its return
-        await asyncio.wait_for(_until(lambda: answer["pid"] in proxy.relay.kept), 5)
+        await asyncio.wait_for(until(lambda: answer["pid"] in proxy.relay.kept), 5)
         await backend.sio.disconnect(sid)  # the backend ends it meanwhile
-        await asyncio.wait_for(_until(lambda: not proxy.relay.kept), 5)
+        await asyncio.wait_for(until(lambda: not proxy.relay.kept), 5)
 
         ws = await http.ws_connect(url.format(proxy.public_port))
         await ws.receive_str()
@@ -162,15 +163,6 @@ async def test_a_kept_session_the_backend_ended_is_not_given_back(backend: StubB
         assert again["sid"] != sid and again["pid"] != answer["pid"]
         assert (await ws.receive_str()).startswith('42["enricher:resync"')
         await ws.close()
-
-
-async def _until(condition: Any) -> None:
-    """Until ``condition()`` holds: the proxy's state, looked at as its tasks run (the
-    caller bounds the wait)."""
-    while True:
-        if condition():
-            return
-        await asyncio.sleep(0.01)
 
 
 async def test_a_closed_tab_leaves_at_once_a_lost_connection_is_kept(
@@ -192,7 +184,7 @@ async def test_a_closed_tab_leaves_at_once_a_lost_connection_is_kept(
         await closing.close(code=aiohttp.WSCloseCode.GOING_AWAY)
         assert await asyncio.wait_for(backend.disconnections.get(), 5) == closing_sid
         lost._response.connection.transport.abort()  # no close frame
-        await asyncio.wait_for(_until(lambda: len(proxy.relay.kept) == 1), 5)
+        await asyncio.wait_for(until(lambda: len(proxy.relay.kept) == 1), 5)
         (kept,) = proxy.relay.kept.values()
         assert kept.sid == lost_sid
         assert backend.disconnections.empty()  # the lost one's backend socket stays

@@ -1,0 +1,84 @@
+"""Browsers whose connection is lost without a close frame (a network gone, a laptop shut),
+in shared mode: aiohttp cancels a WebSocket's handler when its client leaves, and nothing of
+the browser is left behind, at once (not a heartbeat later), whatever it was doing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from enricher.app import Running
+
+from ..tools import until
+from .conftest import StubBackend
+from .test_access import backend_auth, endpoint, proxy_for
+
+URL = "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket"
+
+
+def browser_tables(proxy: Running) -> dict[str, int]:
+    """What enricher keeps of its browsers (not the sessions kept for their return)."""
+    return {k: v for k, v in proxy.downstream.sizes().items() if k.startswith("browser_")}
+
+
+def lose(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """The connection cut under the browser: no close frame."""
+    ws._response.connection.transport.abort()
+
+
+async def test_a_lost_websocket_leaves_nothing_behind_and_gives_its_connection_back(
+    backend: StubBackend,
+) -> None:
+    """One connection per client allowed: the one lost is given back, so the browser's
+    return is let in."""
+    async with (
+        proxy_for(backend, max_connections_per_client=1) as proxy,
+        aiohttp.ClientSession() as http,
+    ):
+        left = browser_tables(proxy)
+        for _ in range(2):
+            ws = await http.ws_connect(URL.format(proxy.public_port))
+            assert (await ws.receive_str()).startswith("0")  # engine.io OPEN
+            await ws.send_str("40")
+            assert (await asyncio.wait_for(ws.receive_str(), 5)).startswith("40")
+            assert browser_tables(proxy) != left
+            lose(ws)
+            await asyncio.wait_for(until(lambda: browser_tables(proxy) == left), 5)
+        assert proxy.downstream.sizes()["recovery_sessions"] == 2  # kept for their return
+
+
+async def test_a_websocket_lost_while_its_credentials_are_checked_leaves_nothing_behind(
+    backend: StubBackend, aiohttp_server: Any
+) -> None:
+    """The check is not abandoned halfway (cancelled, a session could be left half made):
+    its answer is taken, the browser admitted, then ended as any browser that left."""
+    asked, answer = asyncio.Event(), asyncio.Event()
+    abandoned: list[bool] = []
+
+    async def check(request: web.Request) -> web.Response:
+        asked.set()
+        await answer.wait()
+        abandoned.append(request.transport is None or request.transport.is_closing())
+        return web.Response(status=204)
+
+    url, _ = await endpoint(aiohttp_server, "/auth", check)
+    async with proxy_for(backend, **backend_auth(url)) as proxy, aiohttp.ClientSession() as http:
+        left = browser_tables(proxy)
+        admitted = lambda: proxy.metrics.registry.get_sample_value(  # noqa: E731
+            "enricher_browser_admissions_total", {"outcome": "admitted"}
+        )
+        ws = await http.ws_connect(URL.format(proxy.public_port), headers={"Cookie": "s=1"})
+        assert (await ws.receive_str()).startswith("0")
+        await ws.send_str("40")
+        await asyncio.wait_for(asked.wait(), 5)
+        (served,) = proxy.downstream._websockets.values()
+        lose(ws)
+        await asyncio.wait_for(until(served.transport.is_closing), 5)  # enricher saw it
+        answer.set()
+        await asyncio.wait_for(until(lambda: browser_tables(proxy) == left), 5)
+        assert abandoned == [False]
+        assert admitted() == 1
+        assert proxy.metrics.browsers._value.get() == 0
