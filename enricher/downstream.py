@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import aiohttp
-import engineio
 import socketio
 import structlog
 from aiohttp import web
@@ -365,7 +364,7 @@ def origins_check(
 
 
 def engine_translation(
-    engine: engineio.AsyncServer, trusts: Callable[[str | None], bool]
+    trusts: Callable[[str | None], bool],
 ) -> Callable[[web.Request], dict[str, Any]]:
     """python-engineio's request translation, mended: a polling body is read whole
     (WholeBody); the peer is the real one (it says 127.0.0.1 for every one); the scheme is
@@ -373,14 +372,30 @@ def engine_translation(
     and ``OWN_ORIGIN`` is the origin the browser addressed, where a page there is enricher's
     own: as a trusted proxy in front says (it routes by host), or as the Host header says
     when that is an address or ``localhost``. A Host that is a name is not believed: under
-    DNS rebinding, a page of any site could have its name point at enricher."""
-    translate = engine._async["translate_request"]
+    DNS rebinding, a page of any site could have its name point at enricher.
+
+    The environ is kept for the connection's life: it has what python-engineio and
+    python-socketio read, and every header as ``HTTP_<NAME>`` (a browser's connect
+    handlers see them), not python-engineio's dozen WSGI constants."""
 
     def translate_request(request: web.Request) -> dict[str, Any]:
-        environ: dict[str, Any] = translate(request)
-        environ["wsgi.input"] = WholeBody(request)
-        environ["REMOTE_ADDR"] = request.remote or ""
         headers = request.headers
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": request.method,
+            "PATH_INFO": request.path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": request.query_string,
+            "REMOTE_ADDR": request.remote or "",
+            "wsgi.input": WholeBody(request),
+            "aiohttp.request": request,
+        }
+        for name, value in headers.items():  # as python-engineio names them
+            name = name.upper()
+            if name in _CONTENT_HEADERS:
+                environ[_CONTENT_HEADERS[name]] = value
+                continue
+            key = "HTTP_" + name.replace("-", "_")
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
         scheme, host = request.scheme, headers.get("Host", "")
         vouched = trusts(request.remote)
         if vouched:
@@ -392,6 +407,9 @@ def engine_translation(
         return environ
 
     return translate_request
+
+
+_CONTENT_HEADERS = {"CONTENT-TYPE": "CONTENT_TYPE", "CONTENT-LENGTH": "CONTENT_LENGTH"}
 
 
 def _first(value: str | None) -> str:
@@ -695,7 +713,7 @@ class Downstream:
         self.sio.eio._async = {
             **self.sio.eio._async,
             "websocket": websocket,
-            "translate_request": engine_translation(self.sio.eio, trusts),
+            "translate_request": engine_translation(trusts),
         }
         self.sio.clients = self.clients = ConnectionLimit(
             max_connections_per_client, trusts, self.sio.eio.sockets, metrics

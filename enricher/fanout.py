@@ -30,10 +30,9 @@ import asyncio
 import collections
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-import engineio.async_drivers.aiohttp as engineio_aiohttp
 import engineio.async_socket
 import engineio.exceptions
 import socketio
@@ -88,17 +87,32 @@ class WriteBatch:
             websocket.flush()
 
 
-class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
-    """python-engineio's aiohttp WebSocket, with permessage-deflate as a setting and the
-    state the direct path needs: its transport, whether a send is in progress, and the
-    frames batched for it (:meth:`write_frame`)."""
+class WebSocket:
+    """python-engineio's aiohttp WebSocket (the class its driver table names: made with the
+    socket's handler, called with the environ; ``wait``, ``send``, ``close``), with
+    permessage-deflate as a setting and the state the direct path needs: its transport,
+    whether a send is in progress, and the frames batched for it (:meth:`write_frame`).
+    Slotted: one is kept for each browser."""
 
+    __slots__ = (
+        "_sock",
+        "batched",
+        "batched_size",
+        "close_code",
+        "handler",
+        "queue",
+        "sending",
+        "server",
+        "transport",
+    )
     compress: ClassVar[bool] = False
     sockets: ClassVar[dict[str, WebSocket]] = {}  # one per server: :func:`websocket_class`
     batch: ClassVar[WriteBatch] = WriteBatch()  # one per server too
 
     def __init__(self, handler: Any, server: Any) -> None:
-        super().__init__(handler, server)
+        self.handler = handler  # the engine.io socket's _websocket_handler
+        self.server = server
+        self._sock: web.WebSocketResponse = None  # type: ignore[assignment]  # once called
         self.sending = 0
         self.transport: Any = None
         self.close_code: int | None = None  # the browser's, when it closed the WebSocket
@@ -150,7 +164,6 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
             max_msg_size=self.server.max_http_buffer_size, compress=self.compress
         )
         await self._sock.prepare(request)
-        self.environ = environ
         self.transport = request.transport
         eio_sid = self.handler.__self__.sid
         self.sockets[eio_sid] = self
@@ -169,8 +182,8 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         """Told of a text frame that is no engine.io packet (the connection is closed, as a
         Node server closes it; python-engineio would log a traceback); set as too_large."""
 
-    async def wait(self, timeout: float | None = None) -> str | bytes:
-        msg = await self._sock.receive(timeout)
+    async def wait(self) -> str | bytes:
+        msg = await self._sock.receive()
         if msg.type == WSMsgType.TEXT and msg.data[:1] not in _ENGINEIO_TYPES:
             self.not_engineio(self.handler.__self__.sid)
             self.flush()
@@ -210,7 +223,10 @@ class WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         self.flush()
         self.sending += 1
         try:
-            await super().send(message)
+            if isinstance(message, bytes):
+                await self._sock.send_bytes(message)
+            else:
+                await self._sock.send_str(message)
         finally:
             self.sending -= 1
 
@@ -355,8 +371,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     1.5 KiB each with what they hold: one sleeping through the ping interval to send the
     next ping, a writer waiting for packets all the connection long, and the waits of the
     writer and of the reader under ``asyncio.wait_for`` (on Python 3.11 a task each). Here a
-    timer sends the ping, the connection's own task reads (aiohttp's receive timeout), and
-    a writer runs only while something is queued (:meth:`_write_queued`); the behaviour is
+    timer sends the ping, the connection's own task reads (without a timeout: a browser that
+    stops answering pings is closed by python-engineio's heartbeat check), and a writer
+    runs only while something is queued (:meth:`_write_queued`); the behaviour is
     python-engineio's."""
 
     last_ping: float | None
@@ -377,8 +394,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
 
     async def _websocket_handler(self, ws: WebSocket) -> None:
         """python-engineio's, reading in the connection's own task: it reads each message
-        in a task of its own under ``asyncio.wait_for``. Ends, as python-engineio's, when
-        the browser closes, says nothing for a ping interval and timeout, or sends a
+        in a task of its own under ``asyncio.wait_for``, with a timeout that holds a timer
+        for each browser all the time. Ends when the browser closes, stops answering pings
+        (python-engineio's heartbeat check closes its socket: :meth:`close`), or sends a
         message over the size limit (aiohttp refuses it).
 
         Safe to cancel (aiohttp cancels a request's handler when its client leaves): a
@@ -405,10 +423,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         ws.queue = self.queue  # and broadcasts may be written directly
         self._queued()  # what was queued during the upgrade
         server.logger.info("%s: Upgrade to websocket successful", self.sid)
-        silence = server.ping_interval + server.ping_timeout
-        while True:
+        while True:  # python-engineio's heartbeat check closes a browser gone silent (close)
             try:
-                message = await ws.wait(silence)
+                message = await ws.wait()
             except (Exception, asyncio.CancelledError):
                 break
             if message is None or not await self._receive(message):  # closed by the browser
@@ -483,11 +500,18 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         await ws.close()
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        """python-engineio's; from its start, nothing more is written directly (its CLOSE
-        packet goes through the queue, after what was queued before it)."""
-        if self._websocket is not None:
-            self._websocket.queue = None
-        await super().close(wait=wait, abort=abort, reason=reason)
+        """python-engineio's; from its start nothing more is written directly, and once
+        upgraded the WebSocket is closed after the CLOSE packet (socket.io-client's
+        WebSocket transport ignores that packet, and python-engineio's heartbeat check,
+        which ends a browser gone silent, ends it with this close only)."""
+        websocket, closing = self._websocket, self.closing or self.closed
+        if websocket is not None:
+            websocket.queue = None
+        await super().close(wait=False, abort=abort, reason=reason)
+        if websocket is not None and not closing:
+            self.queue.put_nowait(None)  # written after what is queued: the WebSocket closed
+        if wait:
+            await self.queue.join()
 
     async def _upgrade_probe(self, ws: WebSocket) -> bool:
         """python-engineio's upgrade: the PING "probe", answered, then the UPGRADE packet;
@@ -536,15 +560,28 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             packets.append(pkt)
         return packets
 
-    async def handle_get_request(self, environ: dict[str, Any]) -> Any:
-        upgrade = "upgrade" in environ.get("HTTP_CONNECTION", "").lower()
-        if self.upgrading and not self.upgraded and not upgrade:
-            try:
-                return await self.poll()
-            except engineio.exceptions.QueueEmpty:  # as python-engineio's own poll
-                await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
-                raise
-        return await super().handle_get_request(environ)
+    def handle_get_request(self, environ: dict[str, Any]) -> Awaitable[Any]:
+        """python-engineio's, handing a WebSocket's request on as its WebSocket's own
+        coroutine (python-engineio's frames for the upgrade, and this one, would be kept
+        for the connection's life), and with a poll during the upgrade waiting for packets
+        (python-engineio answers it with a NOOP at once)."""
+        connection = environ.get("HTTP_CONNECTION", "").lower()
+        upgrade = "upgrade" in {token.strip() for token in connection.split(",")}
+        if upgrade and environ.get("HTTP_UPGRADE", "").lower() in self.upgrade_protocols:
+            if self.upgraded:
+                raise OSError("Socket has been upgraded already")
+            websocket = self.server._async["websocket"](self._websocket_handler, self.server)
+            return websocket(environ)  # type: ignore[no-any-return]
+        if self.upgrading and not self.upgraded and "upgrade" not in connection:
+            return self._poll_upgrading()
+        return super().handle_get_request(environ)  # type: ignore[no-any-return]
+
+    async def _poll_upgrading(self) -> list[Any]:
+        try:
+            return await self.poll()
+        except engineio.exceptions.QueueEmpty:  # as python-engineio's own poll
+            await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
+            raise
 
 
 def node_engine(eio: Any) -> None:
@@ -570,10 +607,6 @@ async def close_engine_socket(eio: Any, websockets: dict[str, WebSocket], socket
         websocket = websockets.get(socket.sid)
         if websocket is not None and websocket.transport is not None:
             websocket.transport.abort()
-    if socket.upgraded:
-        # python-engineio's WebSocket writer closes the WebSocket only when its queue
-        # says so; socket.io-client's WebSocket transport ignores the CLOSE packet.
-        socket.queue.put_nowait(None)
     eio.sockets.pop(socket.sid, None)
 
 
@@ -590,6 +623,7 @@ def websocket_class(
         "too_large": staticmethod(too_large),
         "not_engineio": staticmethod(not_engineio),
         "batch": WriteBatch(),
+        "__slots__": (),
     }
     return type("WebSocket", (WebSocket,), attributes)
 

@@ -597,7 +597,7 @@ class Relay:
         self.eio._async = {
             **self.eio._async,
             "websocket": websocket,
-            "translate_request": engine_translation(self.eio, rules.trusts),
+            "translate_request": engine_translation(rules.trusts),
         }
         node_engine(self.eio)
         self.eio.on("connect", self._connect)
