@@ -549,6 +549,19 @@ def engine_requests(max_bytes: int, metrics: Metrics) -> EngineHandler:
     return engine_requests
 
 
+def _websocket_upgrade(request: web.Request) -> bool:
+    """Whether a request is a WebSocket handshake (a GET asking to upgrade), not merely one
+    with an Upgrade header: only those skip the shield and the polling checks."""
+    connection = {
+        token.strip() for token in request.headers.get("Connection", "").lower().split(",")
+    }
+    return (
+        request.method == "GET"
+        and "upgrade" in connection
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+    )
+
+
 def engine_gate(
     socketio_path: str,
     clients: ConnectionLimit,
@@ -576,7 +589,7 @@ def engine_gate(
     def engine_gate(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         if not request.path.startswith(prefix):
             return handler(request)
-        if not shield_websockets and request.headers.get("Upgrade", "").lower() == "websocket":
+        if not shield_websockets and _websocket_upgrade(request):
             return clients.admit(request, handler)
         limit.polling(request)
         return shielded(clients.admit(request, lambda request: requests(request, handler)))
