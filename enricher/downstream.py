@@ -32,7 +32,13 @@ from . import jsonwire
 from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess, renewal
 from .client_packets import ClientPackets, Refusal, Verdict
 from .clients import ConnectionLimit
-from .fanout import BroadcastManager, close_engine_socket, node_engine, websocket_class
+from .fanout import (
+    BroadcastManager,
+    close_engine_socket,
+    node_engine,
+    websocket_class,
+    websocket_upgrade,
+)
 from .join import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
@@ -552,13 +558,9 @@ def engine_requests(max_bytes: int, metrics: Metrics) -> EngineHandler:
 def _websocket_upgrade(request: web.Request) -> bool:
     """Whether a request is a WebSocket handshake (a GET asking to upgrade), not merely one
     with an Upgrade header: only those skip the shield and the polling checks."""
-    connection = {
-        token.strip() for token in request.headers.get("Connection", "").lower().split(",")
-    }
-    return (
-        request.method == "GET"
-        and "upgrade" in connection
-        and request.headers.get("Upgrade", "").lower() == "websocket"
+    headers = request.headers
+    return request.method == "GET" and websocket_upgrade(
+        headers.get("Connection"), headers.get("Upgrade")
     )
 
 

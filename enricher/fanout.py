@@ -566,8 +566,7 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         for the connection's life), and with a poll during the upgrade waiting for packets
         (python-engineio answers it with a NOOP at once)."""
         connection = environ.get("HTTP_CONNECTION", "").lower()
-        upgrade = "upgrade" in {token.strip() for token in connection.split(",")}
-        if upgrade and environ.get("HTTP_UPGRADE", "").lower() in self.upgrade_protocols:
+        if websocket_upgrade(connection, environ.get("HTTP_UPGRADE")):
             if self.upgraded:
                 raise OSError("Socket has been upgraded already")
             websocket = self.server._async["websocket"](self._websocket_handler, self.server)
@@ -582,6 +581,13 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         except engineio.exceptions.QueueEmpty:  # as python-engineio's own poll
             await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
             raise
+
+
+def websocket_upgrade(connection: str | None, upgrade: str | None) -> bool:
+    """Whether a request's ``Connection`` and ``Upgrade`` headers ask for a WebSocket, as
+    python-engineio tells: "upgrade" among Connection's tokens, Upgrade "websocket"."""
+    tokens = {token.strip() for token in (connection or "").lower().split(",")}
+    return "upgrade" in tokens and (upgrade or "").lower() == "websocket"
 
 
 def node_engine(eio: Any) -> None:
