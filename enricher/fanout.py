@@ -131,7 +131,8 @@ class WebSocket:
             return False
         transport = self.transport
         return (
-            not transport.is_closing()
+            transport is not None
+            and not transport.is_closing()
             and transport.get_write_buffer_size() + self.batched_size <= WRITE_BUFFER_LIMIT
         )
 
@@ -362,6 +363,10 @@ class SocketQueue:
             await joiner
 
 
+# Closes under way of browsers that stopped answering pings (EngineSocket._pong_due).
+_closing: set[asyncio.Future[None]] = set()
+
+
 class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     """python-engineio's socket, whose polling GET during the upgrade to WebSocket waits for
     packets like any other poll, as with a Node server (python-engineio answers it with a
@@ -389,8 +394,28 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
 
     def _ping(self) -> None:
         if not self.closing and not self.closed:
-            self.last_ping = time.time()
+            self.last_ping = sent = time.time()
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+            asyncio.get_running_loop().call_later(self.server.ping_timeout, self._pong_due, sent)
+
+    def _pong_due(self, sent: float) -> None:
+        """The ping sent at ``sent`` is still unanswered a ping timeout later: the browser
+        is gone, and closed now, as a Node server closes it (python-engineio finds it at its
+        next heartbeat check, up to a ping timeout later, or when a packet is sent to it,
+        inside the broadcast sending it)."""
+        if self.last_ping == sent and not self.closing and not self.closed:
+            self.server.logger.info("%s: Client is gone, closing socket", self.sid)
+            closing = asyncio.ensure_future(
+                self.close(wait=False, reason=self.server.reason.PING_TIMEOUT)
+            )
+            _closing.add(closing)  # the loop keeps only a weak reference
+            closing.add_done_callback(_closing.discard)
+
+    async def send(self, pkt: Any) -> None:
+        """python-engineio's, without its heartbeat check (:meth:`_pong_due` does it)."""
+        if self.closed:
+            raise engineio.exceptions.SocketIsClosedError()
+        await self.queue.put(pkt)
 
     async def _websocket_handler(self, ws: WebSocket) -> None:
         """python-engineio's, reading in the connection's own task: it reads each message
@@ -410,6 +435,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             try:
                 upgraded = await self._upgrade_probe(ws)
             except asyncio.CancelledError:  # the browser left
+                upgraded = False
+            if upgraded and (self.closing or self.closed):  # closed during the probe
+                await ws.close()  # close() saw no WebSocket to close
                 upgraded = False
             if not upgraded:
                 self.upgrading = False

@@ -45,5 +45,7 @@ async def test_a_browser_answering_pings_stays_and_one_that_stops_is_disconnecte
                 await ws.send_str("3")
             assert loop.time() - started > INTERVAL + TIMEOUT
             assert await next_text(ws) == "2"  # not answered
+            unanswered = loop.time()
             ended = [await next_text(ws) for _ in range(2)]
             assert None in ended and set(ended) <= {"1", None}  # a CLOSE packet, then closed
+            assert loop.time() - unanswered > TIMEOUT / 2  # given its time to answer

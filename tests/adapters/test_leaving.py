@@ -5,6 +5,7 @@ the browser is left behind, at once (not a heartbeat later), whatever it was doi
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
@@ -82,3 +83,42 @@ async def test_a_websocket_lost_while_its_credentials_are_checked_leaves_nothing
         assert abandoned == [False]
         assert admitted() == 1
         assert proxy.metrics.browsers._value.get() == 0
+
+
+async def test_an_upgrade_completed_after_its_socket_closed_is_closed_too(
+    backend: StubBackend,
+) -> None:
+    """A browser upgrading from polling stops answering pings after its probe: its socket
+    is closed by the heartbeat, then its UPGRADE arrives. The WebSocket is closed as well
+    (left open it would have no socket, no pings, and hold its connection)."""
+    settings = {"ping_interval": 0.2, "ping_timeout": 0.3}
+    async with proxy_for(backend, **settings) as proxy, aiohttp.ClientSession() as http:
+        left = browser_tables(proxy)
+        connected = lambda: proxy.metrics.registry.get_sample_value(  # noqa: E731
+            "enricher_browsers_connected"
+        )
+        polling = f"http://127.0.0.1:{proxy.public_port}/socket.io/?EIO=4&transport=polling"
+        async with http.get(polling) as opened:
+            sid = json.loads((await opened.text())[1:])["sid"]
+        polling += f"&sid={sid}"
+        async with http.post(polling, data="40") as posted:
+            assert posted.status == 200
+        async with http.get(polling) as answered:
+            assert (await answered.text()).startswith("40")
+        ws = await http.ws_connect(URL.format(proxy.public_port) + f"&sid={sid}")
+        await ws.send_str("2probe")
+        assert await asyncio.wait_for(ws.receive_str(), 5) == "3probe"
+        assert connected() == 1
+
+        await asyncio.wait_for(until(lambda: connected() == 0), 5)  # pings not answered
+        await ws.send_str("5")  # the browser's UPGRADE, late
+        texts = await asyncio.wait_for(texts_until_closed(ws), 5)
+        assert set(texts) <= {"1"}  # at most the CLOSE packet: nothing after it
+        await asyncio.wait_for(until(lambda: browser_tables(proxy) == left), 5)
+
+
+async def texts_until_closed(ws: aiohttp.ClientWebSocketResponse) -> list[str]:
+    texts = []
+    async for message in ws:
+        texts.append(message.data)
+    return texts
