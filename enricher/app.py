@@ -18,9 +18,10 @@ from aiohttp import web
 
 from . import server
 from .access import Gate, RoomAccess, make_gate
+from .admission import EngineSettings
 from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings, split_address
-from .downstream import RESYNC, Downstream
+from .downstream import RESYNC, Downstream, DownstreamSettings
 from .driver import JoinDriver
 from .join import Join
 from .metrics import Metrics
@@ -28,7 +29,8 @@ from .ops import admin_app
 from .passthrough import Passthrough, Rules, UploadPace, target_url
 from .recovery import Recovery
 from .refusals import RateLimit
-from .sessions import Relay, RelaySettings, SharedRooms, session_limits
+from .relay import Relay, RelaySettings, SharedRooms
+from .sessions import session_limits
 from .shared import Entry, SharedLog
 from .tls import client_context
 from .upstream import Upstream
@@ -77,12 +79,6 @@ def _loopback(address: str) -> bool:
 async def running(settings: Settings) -> AsyncIterator[Running | RunningTransparent]:
     """Start the proxy; on exit, send every held room and stop cleanly."""
     metrics = Metrics()
-    join = Join(
-        limits=settings.join_limits(),
-        new_room_mode=settings.new_room_mode,
-        jitter=random.random,
-    )
-    metrics.rooms_held.set_function(lambda: len(join.pending_rooms))
     tls = client_context(settings.upstream.tls_verify, settings.upstream.tls_ca_file)
     # No cookie jar: a cookie the backend sets in one answer must never travel with
     # another request (another browser's credentials check above all).
@@ -117,37 +113,51 @@ async def running(settings: Settings) -> AsyncIterator[Running | RunningTranspar
         )
         metrics.rest_in_flight.set_function(lambda: fetcher.in_flight)
         metrics.rest_circuit_open.set_function(lambda: fetcher.breaker.is_open)
+        gate = make_gate(settings.auth, access_session)
+        passthrough = _passthrough(settings, http_session, gate, metrics)
         if settings.upstream.mode == "transparent":
             async with _transparent(
-                settings, metrics, fetcher, session, access_session, http_session, tls
-            ) as started:
-                yield started
+                settings, metrics, fetcher, gate, passthrough, tls
+            ) as started_transparent:
+                yield started_transparent
             return
-        downstream: Downstream
-        driver: JoinDriver
+        room_access = (
+            RoomAccess(
+                access_session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
+            )
+            if settings.auth.room_check
+            else None
+        )
+        proxy = SharedMode(settings, metrics, fetcher, gate, room_access, tls)
+        async with proxy.started(passthrough) as started:
+            yield started
 
-        connections = 0
 
-        async def on_connected() -> None:
-            nonlocal connections
-            connections += 1
-            if shared is not None:
-                shared.rebase()  # what was appended before, it did not receive
-            await downstream.rejoin_rooms()
-            if connections > 1:
-                # What the backend emitted meanwhile is lost: frontends may refetch.
-                driver.announce(RESYNC, {"reason": "upstream_reconnected"})
-                metrics.resyncs.labels("upstream_reconnected").inc()
+class SharedMode:
+    """Shared mode: one backend connection for every browser (see docs/architecture.md).
+    Builds its parts and wires them: the backend connection's events go to the join
+    (:class:`JoinDriver`), its emits to the browsers (:class:`Downstream`); with the
+    replicas' shared sequence (``recovery.store: redis``), broadcasts go through it."""
 
-        def on_state(connected: bool) -> None:
-            metrics.upstream_state(connected)
-            # The join asks REST about rooms that may have been created in between.
-            if connected:
-                driver.upstream_restored()
-            else:
-                driver.upstream_lost(upstream.last_heard)
-
-        recovery = (
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        fetcher: RoomFetcher,
+        gate: Gate,
+        room_access: RoomAccess | None,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.fetcher = fetcher
+        self.join = Join(
+            limits=settings.join_limits(),
+            new_room_mode=settings.new_room_mode,
+            jitter=random.random,
+        )
+        metrics.rooms_held.set_function(lambda: len(self.join.pending_rooms))
+        self.recovery = (
             Recovery(
                 settings.recovery.max_disconnection,
                 settings.recovery.max_events,
@@ -156,7 +166,7 @@ async def running(settings: Settings) -> AsyncIterator[Running | RunningTranspar
             if settings.recovery.enabled
             else None
         )
-        shared = (
+        self.shared = (
             SharedLog(
                 settings.recovery.redis_url,
                 max_events=settings.recovery.max_events,
@@ -164,105 +174,142 @@ async def running(settings: Settings) -> AsyncIterator[Running | RunningTranspar
                 identity_ttl=max(600.0, settings.recovery.max_disconnection),
                 session_ttl=settings.recovery.max_disconnection,
             )
-            if recovery is not None and settings.recovery.store == "redis"
+            if self.recovery is not None and settings.recovery.store == "redis"
             else None
         )
-
-        def on_store(up: bool) -> None:
-            metrics.recovery_store_up.set(int(up))
-            if not up or recovery is None or shared is None or not shared.generation:
-                return
-            if recovery.epoch != shared.generation:
-                # Offsets of the shared sequence from here on; the browsers connected now
-                # got none of its events before this position.
-                recovery.epoch = shared.generation
-                downstream.renumber(shared.position)
-            if recovery.last != shared.position:  # a gap follows, or numbers start anew
-                recovery.restart_at(shared.position)
-
-        upstream = Upstream(
+        self.connections = 0  # to the backend, so far
+        self.upstream = Upstream(
             settings.upstream,
-            on_event=lambda event, args: driver.upstream_event(event, args),
-            on_connected=on_connected,
-            on_state=on_state,
-            on_undecodable=lambda packet: driver.undecodable(packet),
+            on_event=lambda event, args: self.driver.upstream_event(event, args),
+            on_connected=self.on_connected,
+            on_state=self.on_state,
+            on_undecodable=lambda packet: self.driver.undecodable(packet),
             tls=tls,
         )
-        gate = make_gate(settings.auth, access_session)
-        downstream = Downstream(
-            upstream,
+        self.downstream = Downstream(
+            self.upstream,
             metrics,
-            cors_origins=settings.cors_origins,
+            _engine(settings),
+            DownstreamSettings(
+                client_events=settings.client_events,
+                ack_timeout=settings.upstream.ack_timeout,
+                client_event_rate=settings.client_event_rate,
+                client_event_burst=settings.client_event_burst,
+                auth_timeout=settings.auth.timeout,
+                direct_broadcast=settings.websocket.direct_broadcast,
+                max_queued_events=settings.websocket.max_queued_events,
+            ),
             trusts=_rules(settings).trusts,
-            max_connections_per_client=settings.max_connections_per_client,
-            client_events=settings.client_events,
-            ack_timeout=settings.upstream.ack_timeout,
-            socketio_path=settings.socketio_path,
-            compression=settings.websocket.compression,
-            direct_broadcast=settings.websocket.direct_broadcast,
-            max_queued_events=settings.websocket.max_queued_events,
-            client_event_rate=settings.client_event_rate,
-            client_event_burst=settings.client_event_burst,
             gate=gate,
-            room_access=RoomAccess(
-                access_session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
-            )
-            if settings.auth.room_check
-            else None,
-            auth_timeout=settings.auth.timeout,
-            max_payload_bytes=settings.max_payload_bytes,
-            ping_interval=settings.ping_interval,
-            ping_timeout=settings.ping_timeout,
-            recovery=recovery,
-            shared=shared,
+            room_access=room_access,
+            recovery=self.recovery,
+            shared=self.shared,
         )
-        passthrough = _passthrough(settings, http_session, gate, metrics)
-        driver = JoinDriver(join, fetcher.fetch_room, downstream.emit, metrics)
-        metrics.watch_sizes(lambda: {**join.sizes(), **downstream.sizes()})
+        self.driver = JoinDriver(self.join, fetcher.fetch_room, self.downstream.emit, metrics)
+        metrics.watch_sizes(lambda: {**self.join.sizes(), **self.downstream.sizes()})
+
+    async def on_connected(self) -> None:
+        """Each (re)connection to the backend: its rooms joined again; after the first,
+        browsers told that events may have been missed."""
+        self.connections += 1
+        if self.shared is not None:
+            self.shared.rebase()  # what was appended before, it did not receive
+        await self.downstream.rejoin_rooms()
+        if self.connections > 1:
+            # What the backend emitted meanwhile is lost: frontends may refetch.
+            self.driver.announce(RESYNC, {"reason": "upstream_reconnected"})
+            self.metrics.resyncs.labels("upstream_reconnected").inc()
+
+    def on_state(self, connected: bool) -> None:
+        self.metrics.upstream_state(connected)
+        # The join asks REST about rooms that may have been created in between.
+        if connected:
+            self.driver.upstream_restored()
+        else:
+            self.driver.upstream_lost(self.upstream.last_heard)
+
+    def on_store(self, up: bool) -> None:
+        """The shared store reached or lost."""
+        recovery, shared = self.recovery, self.shared
+        self.metrics.recovery_store_up.set(int(up))
+        if not up or recovery is None or shared is None or not shared.generation:
+            return
+        if recovery.epoch != shared.generation:
+            # Offsets of the shared sequence from here on; the browsers connected now
+            # got none of its events before this position.
+            recovery.epoch = shared.generation
+            self.downstream.renumber(shared.position)
+        if recovery.last != shared.position:  # a gap follows, or numbers start anew
+            recovery.restart_at(shared.position)
+
+    async def _direct(self, entry: Entry) -> None:
+        """A broadcast delivered here while the shared store is unreachable."""
+        self.metrics.recovery_store_direct.inc()
+        await self.downstream.sio.manager.deliver_direct(entry)
+
+    @contextlib.asynccontextmanager
+    async def started(self, passthrough: Passthrough) -> AsyncIterator[Running]:
+        """Listening and running; on exit, stopped in order (:meth:`_stop`). A part that
+        fails stops the whole (its TaskGroup cancels the caller)."""
+        settings, upstream, downstream = self.settings, self.upstream, self.downstream
         public, public_port, admin, admin_port = await _sites(
             settings,
             downstream.app,
             passthrough,
-            metrics,
+            self.metrics,
             lambda: {
                 "upstream": upstream.connected,
-                "rest": fetcher.reachable,
+                "rest": self.fetcher.reachable,
                 "accepting": downstream.accepting,
             },
         )
         _announce(settings, public_port, admin_port)
-        tasks = [
-            asyncio.create_task(driver.run()),
-            asyncio.create_task(upstream.run()),
-            asyncio.create_task(downstream.expire_sessions()),
-        ]
-        if shared is not None:
-            manager = downstream.sio.manager
-
-            async def direct(entry: Entry) -> None:
-                metrics.recovery_store_direct.inc()
-                await manager.deliver_direct(entry)
-
-            tasks.append(asyncio.create_task(shared.run(manager.deliver_entry, direct, on_store)))
         try:
-            yield Running(public_port, admin_port, upstream, downstream, driver, join, metrics)
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self.driver.run()),
+                    group.create_task(upstream.run()),
+                    group.create_task(downstream.expire_sessions()),
+                ]
+                if self.shared is not None:
+                    manager = downstream.sio.manager
+                    tasks.append(
+                        group.create_task(
+                            self.shared.run(manager.deliver_entry, self._direct, self.on_store)
+                        )
+                    )
+                try:
+                    yield Running(
+                        public_port,
+                        admin_port,
+                        upstream,
+                        downstream,
+                        self.driver,
+                        self.join,
+                        self.metrics,
+                    )
+                finally:
+                    await self._stop(passthrough)
+                    for task in tasks:
+                        task.cancel()
         finally:
-            downstream.accepting = False  # not ready from now on, new browsers refused
-            async with _within_grace(settings, passthrough):
-                if shared is None:
-                    await upstream.stop()  # no new events from here
-                    await driver.flush("shutdown")  # held rooms go out, emits drain
-                    await downstream.close()  # browsers reconnect, to another replica
-                else:
-                    await _hand_over(settings, upstream, driver, downstream, shared)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if shared is not None:
-                await shared.close()
+            if self.shared is not None:
+                await self.shared.close()
             await public.cleanup()
             await admin.cleanup()
             log.info("stopped")
+
+    async def _stop(self, passthrough: Passthrough) -> None:
+        self.downstream.accepting = False  # not ready from now on, new browsers refused
+        async with _within_grace(self.settings, passthrough):
+            if self.shared is None:
+                await self.upstream.stop()  # no new events from here
+                await self.driver.flush("shutdown")  # held rooms go out, emits drain
+                await self.downstream.close()  # browsers reconnect, to another replica
+            else:
+                await _hand_over(
+                    self.settings, self.upstream, self.driver, self.downstream, self.shared
+                )
 
 
 @contextlib.asynccontextmanager
@@ -270,9 +317,8 @@ async def _transparent(
     settings: Settings,
     metrics: Metrics,
     fetcher: RoomFetcher,
-    session: aiohttp.ClientSession,
-    access_session: aiohttp.ClientSession,
-    http_session: aiohttp.ClientSession,
+    gate: Gate,
+    passthrough: Passthrough,
     tls: ssl.SSLContext | None,
 ) -> AsyncIterator[RunningTransparent]:
     """Transparent mode: no backend connection of enricher's own; each browser gets its
@@ -286,7 +332,6 @@ async def _transparent(
         connector=aiohttp.TCPConnector(ssl=tls if tls is not None else True, limit=0),
         cookie_jar=aiohttp.DummyCookieJar(),
     )
-    gate = make_gate(settings.auth, access_session)
     relay = Relay(
         RelaySettings(
             backend=settings.upstream.url,
@@ -306,26 +351,19 @@ async def _transparent(
             max_missed=min(settings.recovery.max_events, settings.websocket.max_queued_events // 2),
             heartbeat=settings.ping_interval + settings.ping_timeout,
         ),
+        _engine(settings),
         metrics,
         backend_sockets,
         rooms,
         rules=_rules(settings),
         tls=tls,
         gate=None if settings.auth.mode == "none" else gate,
-        cors_origins=settings.cors_origins,
-        socketio_path=settings.socketio_path,
-        compression=settings.websocket.compression,
-        max_payload_bytes=settings.max_payload_bytes,
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
         rate_limit=RateLimit(settings.client_event_rate, settings.client_event_burst, loop.time),
-        max_connections_per_client=settings.max_connections_per_client,
     )
     metrics.rooms_held.set_function(
         lambda: sum(session.rooms_held for session in relay.sessions.values())
     )
     metrics.watch_sizes(relay.sizes)
-    passthrough = _passthrough(settings, http_session, gate, metrics)
     public, public_port, admin, admin_port = await _sites(
         settings,
         relay.app,
@@ -384,6 +422,18 @@ async def _sites(
         admin_app(metrics, checks), settings.admin_listen, metrics
     )
     return public, public_port, admin, admin_port
+
+
+def _engine(settings: Settings) -> EngineSettings:
+    return EngineSettings(
+        socketio_path=settings.socketio_path,
+        cors_origins=settings.cors_origins,
+        compression=settings.websocket.compression,
+        max_payload_bytes=settings.max_payload_bytes,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_connections_per_client=settings.max_connections_per_client,
+    )
 
 
 def _rules(settings: Settings) -> Rules:

@@ -12,7 +12,7 @@ import orjson
 import structlog
 from yarl import URL
 
-from .join import RestFailure
+from .join_types import RestFailure
 from .payloads import Parsed, Rejected, Room, parse_rest_room
 
 log = structlog.get_logger("enricher.backend")

@@ -27,7 +27,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from .join import JoinLimits, NewRoomMode
+from .join_types import JoinLimits, NewRoomMode
 
 
 class ConfigError(Exception):

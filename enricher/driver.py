@@ -14,7 +14,9 @@ from typing import Any
 import structlog
 
 from .backend import FetchRoom
-from .join import Action, Emit, Fetch, Join, Note
+from .background import Background
+from .join import Join
+from .join_types import Action, Emit, Fetch, Note, NoteKind
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
 
@@ -22,17 +24,17 @@ log = structlog.get_logger("enricher.join")
 
 # Log level of each kind of note; "snapshot_sent" is raised to warning when partial.
 _LEVELS = {
-    "snapshot_sent": "info",
-    "room_held": "debug",
-    "duplicate_suppressed": "info",
-    "payload_rejected": "warning",
-    "payload_warning": "warning",
-    "rest_failed": "warning",
-    "rest_answer_unused": "info",
-    "upstream_outage": "info",
-    "room_check": "debug",
-    "room_recovered": "info",
-    "room_checked": "debug",  # raised to warning when REST could not tell
+    NoteKind.SNAPSHOT_SENT: "info",
+    NoteKind.ROOM_HELD: "debug",
+    NoteKind.DUPLICATE_SUPPRESSED: "info",
+    NoteKind.PAYLOAD_REJECTED: "warning",
+    NoteKind.PAYLOAD_WARNING: "warning",
+    NoteKind.REST_FAILED: "warning",
+    NoteKind.REST_ANSWER_UNUSED: "info",
+    NoteKind.UPSTREAM_OUTAGE: "info",
+    NoteKind.ROOM_CHECK: "debug",
+    NoteKind.ROOM_RECOVERED: "info",
+    NoteKind.ROOM_CHECKED: "debug",  # raised to warning when REST could not tell
 }
 
 
@@ -61,7 +63,7 @@ class JoinDriver:
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
         self._emits: asyncio.Queue[Emit] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background(self._loop)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
@@ -86,12 +88,12 @@ class JoinDriver:
         found = event_packet(packet)
         if found is None:  # not an event of namespace "/": nothing a browser would get
             fields = {"upstream_event": "other", "reason": "undecodable", "length": len(packet)}
-            self._note(Note("payload_rejected", fields))
+            self._note(Note(NoteKind.PAYLOAD_REJECTED, fields))
             return
         event, _, raw = found
         self._metrics.received(event)
         fields = {"upstream_event": event, "reason": "too_deep", "forwarded": "as_it_came"}
-        self._note(Note("payload_rejected", fields))
+        self._note(Note(NoteKind.PAYLOAD_REJECTED, fields))
         self._put(Emit(event, (), raw=raw))
 
     def upstream_lost(self, last_heard: datetime) -> None:
@@ -145,8 +147,7 @@ class JoinDriver:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
 
     async def drain(self) -> None:
         """Wait until the emits decided so far are out (held rooms stay held)."""
@@ -157,20 +158,10 @@ class JoinDriver:
             if isinstance(action, Emit):
                 self._put(action)
             elif isinstance(action, Fetch):
-                self._start(self._fetch(action.room_id))
+                self._tasks.start(self._fetch(action.room_id))
             else:
                 self._note(action)
         self._arm_timer()
-
-    def _start(self, coroutine: Any) -> None:
-        task = self._loop.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task_failed", exc_info=task.exception())
 
     async def _fetch(self, room_id: str) -> None:
         answer = await self._fetch_room(room_id, lambda: room_id in self._join.pending_rooms)
@@ -198,19 +189,19 @@ class JoinDriver:
         fields = note.fields
         level = _LEVELS.get(note.kind, "info")
         metrics = self._metrics
-        if note.kind == "snapshot_sent":
+        if note.kind is NoteKind.SNAPSHOT_SENT:
             metrics.snapshot_sent(fields["enrichment"], fields["reason"], fields["held_seconds"])
             if fields["enrichment"] != "complete":
                 level = "warning"
-        elif note.kind == "duplicate_suppressed":
+        elif note.kind is NoteKind.DUPLICATE_SUPPRESSED:
             metrics.duplicates.labels(event_label(fields["upstream_event"])).inc()
-        elif note.kind == "payload_rejected":
+        elif note.kind is NoteKind.PAYLOAD_REJECTED:
             metrics.payload_rejected(fields["upstream_event"], fields["reason"])
-        elif note.kind == "payload_warning":
+        elif note.kind is NoteKind.PAYLOAD_WARNING:
             metrics.warnings.labels(event_label(fields["upstream_event"])).inc()
-        elif note.kind == "room_recovered":
+        elif note.kind is NoteKind.ROOM_RECOVERED:
             metrics.room_checks.labels("recovered").inc()
-        elif note.kind == "room_checked":
+        elif note.kind is NoteKind.ROOM_CHECKED:
             metrics.room_checks.labels(fields["outcome"]).inc()
             if fields["outcome"] in ("rest_failed", "capacity"):
                 level = "warning"

@@ -12,7 +12,7 @@ moment the backend was heard from before the loss and the reconnection, widened 
 ``clock_skew`` on both sides), the room is recovered and gets its snapshot like any other;
 created before, it is an old room, remembered as checked and never asked about again.
 
-The rule it keeps (CONTRACT.md): a ``new_room_complete`` is a snapshot of the room as of
+The rule it keeps (docs/contract.md): a ``new_room_complete`` is a snapshot of the room as of
 the moment it is sent, and every ``new_message`` sent after it is a delta on top of it.
 So messages forwarded before the snapshot are counted in it, a message the snapshot
 already counted (because REST showed it first) is not delivered again, and each message
@@ -24,266 +24,43 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from .expiring import Expiring
+from .join_types import (
+    NEW_MESSAGE,
+    NEW_ROOM,
+    ROOM_MESSAGE,
+    SNAPSHOT,
+    Action,
+    EarlyMessages,
+    Emit,
+    Fetch,
+    JoinLimits,
+    NewRoomMode,
+    Note,
+    NoteKind,
+    Outage,
+    Parsers,
+    PendingRoom,
+    RestFailure,
+    RestView,
+    SnapshotSent,
+    is_rest_last,
+    iso,
+    latest,
+    merge_rooms,
+)
 from .payloads import (
     Message,
     Parsed,
     Rejected,
     Room,
     build_snapshot,
-    parse_message,
-    parse_room,
     parse_timestamp,
 )
-
-NEW_ROOM = "new_room"
-NEW_MESSAGE = "new_message"
-ROOM_MESSAGE = "room:new_message"
-SNAPSHOT = "new_room_complete"
-
-_OLDEST = datetime.min.replace(tzinfo=UTC)
-_NEWEST = datetime.max.replace(tzinfo=UTC)
-
-
-class NewRoomMode(StrEnum):
-    """What browsers get as ``new_room``."""
-
-    ENRICHED = "enriched"  # the complete snapshot, sent together with new_room_complete
-    RAW = "raw"  # the upstream payload, at once
-    DROP = "drop"  # nothing
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Send ``event`` with ``args`` to every browser, or to the browsers in ``room``; with
-    ``raw``, that Socket.IO packet text as it came instead (a payload too deep to decode)."""
-
-    event: str
-    args: tuple[Any, ...]
-    room: str | None = None
-    raw: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Fetch:
-    """Start ``GET /rooms/<room_id>``; answer with :meth:`Join.rest_answer`."""
-
-    room_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """Something that happened: ``kind`` names it, ``fields`` say the rest."""
-
-    kind: str
-    fields: dict[str, Any]
-
-
-Action = Emit | Fetch | Note
-
-
-@dataclass(frozen=True, slots=True)
-class RestFailure:
-    """A REST request that gave no usable room; ``reason`` is a short label."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class JoinLimits:
-    """Timing and size bounds of the join."""
-
-    hold_timeout: float = 3.0
-    retry_delay: float = 0.25
-    max_pending_rooms: int = 10_000
-    max_known_rooms: int = 200_000
-    known_room_ttl: float = 3600.0
-    max_message_ids: int = 200_000
-    message_id_ttl: float = 600.0
-    early_message_ttl: float = 30.0
-    max_early_messages_per_room: int = 256
-    event_grace: float = 0.2
-    clock_skew: float = 2.0
-    max_outages: int = 64
-
-
-@dataclass(slots=True)
-class PendingRoom:
-    """A new room held until its snapshot is sent."""
-
-    room: Room
-    seen_at: float
-    deadline: float
-    rest_room: Room | None = None
-    rest_failure: str | None = None
-    fetch_in_flight: bool = False
-    fetch_attempts: int = 0
-    next_fetch_at: float | None = None
-    grace_until: float | None = None
-    forwarded: list[Message] = field(default_factory=list)
-    # Held only until REST says whether it is a room whose new_room was lost in an outage.
-    checking: bool = False
-    # New, but its new_room never came: in "raw" mode the snapshot goes out as new_room too.
-    recovered: bool = False
-
-
-@dataclass(slots=True)
-class Outage:
-    """A time the backend connection was down, in the backend's wall-clock terms:
-    everything it emitted before ``lost_after`` reached the proxy, what it emitted from
-    then until ``restored_at`` may be lost. ``restored`` is the join's clock at the
-    reconnection, to forget the outage after ``known_room_ttl``."""
-
-    lost_after: datetime
-    restored_at: datetime | None = None
-    restored: float | None = None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _same_message(event: Message, rest_last: Message) -> bool:
-    """Whether a message event is the one a flat REST answer (no id) describes."""
-    return (
-        event.created_at is not None
-        and event.created_at == rest_last.created_at
-        and rest_last.content_text in (None, event.content_text)
-    )
-
-
-def _latest(rest_last: Message | None, unseen_by_rest: list[Message]) -> Message | None:
-    """The room's latest message: REST's, or a forwarded one REST did not show yet."""
-    # REST's latest without a usable time is the oldest view; an event without one, the newest.
-    candidates = [(rest_last.created_at or _OLDEST, -1, rest_last)] if rest_last else []
-    candidates += [(m.created_at or _NEWEST, i, m) for i, m in enumerate(unseen_by_rest)]
-    return max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
-
-
-def _is_rest_last(message: Message, rest_last: Message) -> bool:
-    """Whether a message event is the one REST named as the room's latest."""
-    if rest_last.id is not None:
-        return message.id == rest_last.id
-    return _same_message(message, rest_last)
-
-
-@dataclass(slots=True)
-class RestView:
-    """What one REST answer counted, told apart from newer messages as their events come.
-
-    REST counts the messages saved before it answered, ``last`` the latest of them. A
-    room's events arrive in the order its messages were saved, so an event with the same
-    time as ``last`` was counted if it comes before ``last``'s own event, and only while
-    REST's count leaves room for it.
-    """
-
-    last: Message | None
-    uncounted: int | None  # counted by REST, event not come yet; None when REST gave no count
-    last_arrived: bool = False
-
-    @classmethod
-    def of(cls, rest: Room | None) -> RestView:
-        if rest is None:
-            return cls(None, None)
-        return cls(rest.last_message, rest.message_count)
-
-    def shows(self, message: Message) -> bool:
-        """Whether REST counted ``message``; call once per message, in arrival order."""
-        last = self.last
-        if last is None:
-            return False
-        if _is_rest_last(message, last):
-            self.last_arrived = True
-            return self._take()
-        if message.created_at is None or last.created_at is None:
-            return False
-        if message.created_at < last.created_at:
-            return self._take()
-        tie_fits = self.uncounted is None or self.uncounted > 1
-        if message.created_at == last.created_at and not self.last_arrived and tie_fits:
-            return self._take()
-        return False
-
-    def _take(self) -> bool:
-        if self.uncounted is not None:
-            self.uncounted = max(0, self.uncounted - 1)
-        return True
-
-
-@dataclass(slots=True)
-class SnapshotSent:
-    """What a sent snapshot counted, so that no later event counts it again."""
-
-    counted_ids: frozenset[str]
-    rest: RestView
-
-    def counts(self, message: Message) -> bool:
-        shown_by_rest = self.rest.shows(message)  # first: it notes REST's latest arriving
-        return shown_by_rest or (message.id is not None and message.id in self.counted_ids)
-
-
-def _merge_rooms(first: Room, better: Room | None) -> Room:
-    """``better``'s fields where it has them, ``first``'s elsewhere."""
-    if better is None:
-        return first
-    return Room(
-        room_id=first.room_id,
-        phone=better.phone or first.phone,
-        title=better.title or first.title,
-        created_at=better.created_at or first.created_at,
-        updated_at=better.updated_at or first.updated_at,
-        leads_info=better.leads_info if better.leads_info is not None else first.leads_info,
-        unread_count=better.unread_count,
-        message_count=better.message_count,
-        participants=better.participants or first.participants,
-        last_message=better.last_message,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Parsers:
-    """How the join parses ``new_room`` and message payloads."""
-
-    room: Callable[[object], Parsed[Room]] = parse_room
-    message: Callable[[object], Parsed[Message]] = parse_message
-    # A snapshot from what it is made of (``key``: those objects and numbers); joins of
-    # many browsers' streams that got the same records build it once.
-    snapshot: Callable[[tuple[Any, ...], Callable[[], dict[str, Any]]], dict[str, Any]] = (
-        lambda key, build: build()
-    )
-
-
-class EarlyMessages:
-    """The latest messages of one room without a snapshot, with their arrival times (two
-    deques, not one of pairs: a pair holding a message is one more object for Python's
-    garbage collector to walk, and a join per browser holds many)."""
-
-    __slots__ = ("messages", "times")
-
-    def __init__(self, maxlen: int) -> None:
-        self.times: deque[float] = deque(maxlen=maxlen)
-        self.messages: deque[Message] = deque(maxlen=maxlen)
-
-    def add(self, at: float, message: Message, oldest: float) -> None:
-        """Keep ``message``, forgetting those that arrived at ``oldest`` or before."""
-        times, messages = self.times, self.messages
-        while times and times[0] <= oldest:
-            times.popleft()
-            messages.popleft()
-        times.append(at)
-        messages.append(message)
-
-    def since(self, oldest: float) -> list[Message]:
-        """The messages that arrived after ``oldest``, in order."""
-        return [m for at, m in zip(self.times, self.messages, strict=True) if at > oldest]
-
-    def __len__(self) -> int:
-        return len(self.messages)
 
 
 class Join:
@@ -356,8 +133,8 @@ class Join:
             return []  # the first connection: nothing was missed
         outage = self.outages[-1]
         outage.restored_at, outage.restored = at, now
-        fields = {"lost_after": _iso(outage.lost_after), "restored_at": _iso(at)}
-        return [Note("upstream_outage", fields)]
+        fields = {"lost_after": iso(outage.lost_after), "restored_at": iso(at)}
+        return [Note(NoteKind.UPSTREAM_OUTAGE, fields)]
 
     def rest_answer(
         self, room_id: str, answer: Parsed[Room] | RestFailure, now: float
@@ -366,12 +143,14 @@ class Join:
         self._now = now
         pending = self.pending_rooms.get(room_id)
         if pending is None:
-            return [Note("rest_answer_unused", {"room_id": room_id})]
+            return [Note(NoteKind.REST_ANSWER_UNUSED, {"room_id": room_id})]
         pending.fetch_in_flight = False
         actions: list[Action] = []
         if isinstance(answer, RestFailure):
             pending.rest_failure = answer.reason
-            actions.append(Note("rest_failed", {"room_id": room_id, "reason": answer.reason}))
+            actions.append(
+                Note(NoteKind.REST_FAILED, {"room_id": room_id, "reason": answer.reason})
+            )
             if pending.checking and answer.reason == "rest_not_found":
                 # REST does not know the room (404; a 401 or 403 says nothing of the room):
                 # nothing to recover, no point asking again.
@@ -382,7 +161,7 @@ class Join:
         if answer.warnings:
             actions.append(
                 Note(
-                    "payload_warning",
+                    NoteKind.PAYLOAD_WARNING,
                     {"upstream_event": "rest_room", "room_id": room_id, "fields": answer.warnings},
                 )
             )
@@ -394,7 +173,7 @@ class Join:
             pending.checking, pending.recovered = False, True
             actions.append(
                 Note(
-                    "room_recovered",
+                    NoteKind.ROOM_RECOVERED,
                     {
                         "room_id": room_id,
                         "room_created_at": answer.value.created_at,
@@ -463,7 +242,7 @@ class Join:
         except Rejected as exc:
             # No room to hold: the raw payload still reaches browsers, degraded.
             return [
-                Note("payload_rejected", {"upstream_event": NEW_ROOM, "reason": exc.reason}),
+                Note(NoteKind.PAYLOAD_REJECTED, {"upstream_event": NEW_ROOM, "reason": exc.reason}),
                 Emit(NEW_ROOM, args),
             ]
         room = parsed.value
@@ -472,31 +251,38 @@ class Join:
         if parsed.warnings:
             actions.append(
                 Note(
-                    "payload_warning",
+                    NoteKind.PAYLOAD_WARNING,
                     {"upstream_event": NEW_ROOM, "room_id": room_id, "fields": parsed.warnings},
                 )
             )
         if room_id in self.snapshots_sent:
             actions.append(
-                Note("duplicate_suppressed", {"upstream_event": NEW_ROOM, "room_id": room_id})
+                Note(
+                    NoteKind.DUPLICATE_SUPPRESSED, {"upstream_event": NEW_ROOM, "room_id": room_id}
+                )
             )
             return actions
         pending = self.pending_rooms.get(room_id)
         if pending is not None and pending.checking:
             # The new_room of a room being checked came after all: it is new, held as usual.
             pending.checking = False
-            pending.room = _merge_rooms(pending.room, replace(room, last_message=None))
+            pending.room = merge_rooms(pending.room, replace(room, last_message=None))
             if self.new_room_mode is NewRoomMode.RAW:
                 actions.append(Emit(NEW_ROOM, args))
             actions.append(
-                Note("room_held", {"room_id": room_id, "early_messages": len(pending.forwarded)})
+                Note(
+                    NoteKind.ROOM_HELD,
+                    {"room_id": room_id, "early_messages": len(pending.forwarded)},
+                )
             )
             actions.extend(self._send_if_known(room_id, pending, now))
             return actions
         if pending is not None:
-            pending.room = _merge_rooms(pending.room, replace(room, last_message=None))
+            pending.room = merge_rooms(pending.room, replace(room, last_message=None))
             actions.append(
-                Note("duplicate_suppressed", {"upstream_event": NEW_ROOM, "room_id": room_id})
+                Note(
+                    NoteKind.DUPLICATE_SUPPRESSED, {"upstream_event": NEW_ROOM, "room_id": room_id}
+                )
             )
             return actions
         if len(self.pending_rooms) >= self.limits.max_pending_rooms:
@@ -516,7 +302,7 @@ class Join:
         self.pending_rooms[room_id] = pending
         self._timer(pending.deadline, room_id)
         actions.append(
-            Note("room_held", {"room_id": room_id, "early_messages": len(pending.forwarded)})
+            Note(NoteKind.ROOM_HELD, {"room_id": room_id, "early_messages": len(pending.forwarded)})
         )
         actions.append(self._fetch(pending, room_id))
         return actions
@@ -527,7 +313,7 @@ class Join:
         except Rejected as exc:
             # Cannot be tied to a room: forwarded unchanged to every browser.
             return [
-                Note("payload_rejected", {"upstream_event": event, "reason": exc.reason}),
+                Note(NoteKind.PAYLOAD_REJECTED, {"upstream_event": event, "reason": exc.reason}),
                 Emit(event, args),
             ]
         message = parsed.value
@@ -535,7 +321,7 @@ class Join:
         if parsed.warnings:
             actions.append(
                 Note(
-                    "payload_warning",
+                    NoteKind.PAYLOAD_WARNING,
                     {
                         "upstream_event": event,
                         "room_id": message.room_id,
@@ -548,7 +334,7 @@ class Join:
             if message.id in seen:
                 actions.append(
                     Note(
-                        "duplicate_suppressed",
+                        NoteKind.DUPLICATE_SUPPRESSED,
                         {"upstream_event": event, "room_id": message.room_id},
                     )
                 )
@@ -561,7 +347,7 @@ class Join:
         if sent is not None and sent.counts(message):
             actions.append(
                 Note(
-                    "duplicate_suppressed",
+                    NoteKind.DUPLICATE_SUPPRESSED,
                     {
                         "upstream_event": event,
                         "room_id": message.room_id,
@@ -609,7 +395,7 @@ class Join:
         )
         self.pending_rooms[room_id] = pending
         heapq.heappush(self._timers, (pending.deadline, room_id))
-        return [Note("room_check", {"room_id": room_id}), self._fetch(pending, room_id)]
+        return [Note(NoteKind.ROOM_CHECK, {"room_id": room_id}), self._fetch(pending, room_id)]
 
     def _created_in_outage(self, rest: Room) -> str:
         """``recovered`` when REST dates the room within an outage, else why not."""
@@ -636,7 +422,7 @@ class Join:
         if outcome not in ("rest_failed", "capacity", "shutdown"):
             self.rooms_checked[room_id] = outcome
         fields = {"room_id": room_id, "outcome": outcome, "room_created_at": created_at}
-        return [Note("room_checked", fields)]
+        return [Note(NoteKind.ROOM_CHECKED, fields)]
 
     def _remember_early(self, message: Message) -> None:
         """Remember a forwarded message of a room without a snapshot, for
@@ -692,7 +478,7 @@ class Join:
         if rest_last is not None and rest_last.id is None:
             view = RestView.of(pending.rest_room)
             unseen = [m for m in pending.forwarded if not view.shows(m)]
-            if not view.last_arrived and _latest(rest_last, unseen) is rest_last:
+            if not view.last_arrived and latest(rest_last, unseen) is rest_last:
                 # A flat REST answer names no message id: give the message's own event a
                 # moment to arrive, so that the snapshot carries its id and sender.
                 if pending.grace_until is None:
@@ -733,16 +519,16 @@ class Join:
             # message twice.
             rest_count = max(0, rest_count - len(unseen_by_rest))
             rest_unread = max(0, rest_unread - len(unseen_by_rest))
-        last = _latest(rest_last, unseen_by_rest)
+        last = latest(rest_last, unseen_by_rest)
         if last is not None and last is rest_last and last.id is None:
             # the forwarded event of the message REST describes has its id and sender
-            last = next((m for m in pending.forwarded if _is_rest_last(m, last)), last)
+            last = next((m for m in pending.forwarded if is_rest_last(m, last)), last)
         unread_count = rest_unread + len(unseen_by_rest)
         message_count = max(rest_count + len(unseen_by_rest), int(last is not None))
         snapshot = self._parsers.snapshot(
             (pending.room, rest, last, unread_count, message_count, partial_reason),
             lambda: build_snapshot(
-                _merge_rooms(pending.room, rest),
+                merge_rooms(pending.room, rest),
                 last,
                 unread_count=unread_count,
                 message_count=message_count,
@@ -761,7 +547,7 @@ class Join:
             source = "rest"
         actions: list[Action] = [
             Note(
-                "snapshot_sent",
+                NoteKind.SNAPSHOT_SENT,
                 {
                     "room_id": room_id,
                     "enrichment": snapshot["enrichment"],

@@ -33,6 +33,7 @@ from yarl import URL
 from .access import Credentials, Gate, Refused
 from .clients import client_address
 from .config import as_http
+from .internals.http import Relayed
 
 log = structlog.get_logger("enricher.http")
 
@@ -203,28 +204,6 @@ def _via(headers: CIMultiDict[str]) -> None:
     """RFC 9110 7.6.3: a proxy names itself in ``Via`` of each message it forwards."""
     hops = [*headers.popall("Via", []), VIA]
     headers["Via"] = ", ".join(hops)
-
-
-class _Relayed(web.StreamResponse):
-    """An answer with the backend's headers only: aiohttp adds ``Server`` and a default
-    ``Content-Type`` to the answers it writes, which the browser would not have had."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str | None,
-        headers: CIMultiDict[str],
-        *,
-        send_headers_at_once: bool,
-    ) -> None:
-        super().__init__(status=status, reason=reason, headers=headers)
-        self._not_sent = {"Server", "Content-Type"} - {name.title() for name in headers}
-        self._send_headers_immediately = send_headers_at_once
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        for name in self._not_sent:
-            self.headers.popall(name, None)
 
 
 def _connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -431,7 +410,7 @@ class Passthrough:
         # the browser gets a 502 instead of a cut answer). Any other is streamed.
         small = length is not None and length <= _CHUNK and request.method != "HEAD"
         body = await answer.read() if small else None
-        response = _Relayed(answer.status, answer.reason, headers, send_headers_at_once=not small)
+        response = Relayed(answer.status, answer.reason, headers, send_headers_at_once=not small)
         try:
             await response.prepare(request)
             if body:

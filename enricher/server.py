@@ -12,11 +12,12 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import web, web_response
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from .config import split_address
+from .internals.http import name_server
 from .metrics import Metrics
 
 log = structlog.get_logger("enricher.server")
@@ -30,7 +31,7 @@ HEADERS_TIMEOUT = 60.0
 # probing for known flaws: aiohttp puts its own in every answer it makes (its answers to a
 # request it cannot parse included) unless the answer has a Server header already (a
 # relayed one keeps the backend's), and has no setting for it.
-web_response.SERVER_SOFTWARE = "enricher"  # type: ignore[attr-defined]
+name_server("enricher")
 
 
 def bind(address: str) -> socket.socket:

@@ -36,10 +36,13 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
-from .join import NEW_MESSAGE, NEW_ROOM, ROOM_MESSAGE, SNAPSHOT
+from .join_types import NEW_MESSAGE, NEW_ROOM, ROOM_MESSAGE, SNAPSHOT
 from .recovery import Session
 
 log = structlog.get_logger()
+
+# What a failing store raises (the connection lost, refused, timed out): caught as one.
+STORE_ERRORS = (RedisError, OSError, TimeoutError)
 
 # One hash tag for every key: a Redis Cluster keeps them in one slot (scripts need that).
 TAG = "{enricher}"
@@ -279,7 +282,7 @@ class SharedLog:
                         for item in batch:
                             await self._queue_append(pipe, item)
                         numbers = await pipe.execute()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except STORE_ERRORS as exc:
                 self._down(exc, on_state)
                 async with self._delivering:
                     read_back, self._read_meanwhile = self._read_meanwhile, None
@@ -353,7 +356,7 @@ class SharedLog:
             try:
                 position = attempt.result()
                 break
-            except (RedisError, OSError, TimeoutError) as exc:
+            except STORE_ERRORS as exc:
                 self._down(exc, on_state)
             try:
                 async with asyncio.timeout(self._retry):
@@ -406,7 +409,7 @@ class SharedLog:
                 answer = await self.redis.xread(
                     {self._keys[0]: f"{self._position}-1"}, count=512, block=1000
                 )
-            except (RedisError, OSError):
+            except STORE_ERRORS:
                 await asyncio.sleep(self._retry)  # the writer notices and says so
                 continue
             for _, entries in answer or ():
@@ -455,7 +458,7 @@ class SharedLog:
                             pipe.zadd(key, {self.replica: now})
                             pipe.zremrangebyscore(key, 0, now - 60)
                             await pipe.execute()
-                except (RedisError, OSError, TimeoutError):
+                except STORE_ERRORS:
                     pass  # the writer notices and says so
             await asyncio.sleep(HEARTBEAT)
 
@@ -466,7 +469,7 @@ class SharedLog:
                 alive = await self.redis.zrangebyscore(
                     f"{TAG}:replicas", time.time() - ALIVE, "+inf"
                 )
-        except (RedisError, OSError, TimeoutError):
+        except STORE_ERRORS:
             return False
         return any(replica.decode() != self.replica for replica in alive)
 
@@ -522,7 +525,7 @@ class SharedLog:
         try:
             async with asyncio.timeout(SESSION_TIMEOUT):
                 await self.redis.zrem(f"{TAG}:replicas", self.replica)
-        except (RedisError, OSError, TimeoutError):
+        except STORE_ERRORS:
             pass
         await self.redis.aclose()
 

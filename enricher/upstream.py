@@ -8,7 +8,6 @@ with the same backoff and jitter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import ssl
 from collections.abc import Awaitable, Callable
@@ -17,76 +16,19 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
-import engineio
 import socketio
 import structlog
 
 from . import jsonwire
 from .config import UpstreamSettings
+from .internals.client import Client
 
 log = structlog.get_logger("enricher.upstream")
 
 
-class _EngineClient(engineio.AsyncClient):  # type: ignore[misc]
-    """python-engineio's client, noting when the backend was last heard from, and reading
-    its WebSocket without a task per message.
-
-    python-engineio reads each message under ``asyncio.wait_for``, which on Python 3.11
-    starts a task for every read: one backend message per loop iteration however many
-    are waiting. Read with aiohttp's own timeout instead, every message already received
-    is handed on in one iteration, and the fan-outs of a burst go out together.
-    """
-
-    heard_at: datetime | None = None
-
-    async def _receive_packet(self, pkt):  # type: ignore[no-untyped-def]
-        self.heard_at = datetime.now(UTC)  # any packet, pings included
-        return await super()._receive_packet(pkt)
-
-    async def _read_loop_websocket(self):  # type: ignore[no-untyped-def]
-        # python-engineio 4.x's loop, with ws.receive(timeout) for wait_for(ws.receive())
-        while self.state == "connected" and self.write_loop_task:
-            pkt = None
-            try:
-                message = await self.ws.receive(timeout=self.ping_interval + self.ping_timeout)
-                if isinstance(message.data, str | bytes):  # else closed, or broken
-                    pkt = engineio.packet.Packet(encoded_packet=message.data)
-            except TimeoutError:
-                self.logger.warning("Server has stopped communicating, aborting")
-            except Exception as exc:
-                self.logger.info('Unexpected error receiving packet: "%s", aborting', exc)
-            if pkt is None:
-                await self.queue.put(None)  # ends the write loop
-                break
-            await self._receive_packet(pkt)  # type: ignore[no-untyped-call]
-        if self.write_loop_task:
-            await self.write_loop_task
-        if self.state == "connected":
-            await self._trigger_event("disconnect", self.reason.TRANSPORT_ERROR, run_async=False)
-            with contextlib.suppress(ValueError):
-                engineio.base_client.connected_clients.remove(self)
-            await self._reset()
-
-
-class _Client(socketio.AsyncClient):  # type: ignore[misc]
-    """python-socketio's client, handing on the packets it cannot decode."""
-
-    on_undecodable: Callable[[str], None] = staticmethod(lambda text: None)
-
-    def _engineio_client_class(self):  # type: ignore[no-untyped-def]
-        return _EngineClient
-
-    async def _handle_eio_message(self, data):  # type: ignore[no-untyped-def]
-        try:
-            return await super()._handle_eio_message(data)
-        except RecursionError:  # arguments nested deeper than a JSON decoder goes
-            self.on_undecodable(data)
-            return None
-
-
 def _backend_client(
     tls: ssl.SSLContext | None, tracing: aiohttp.TraceConfig | None = None
-) -> _Client:
+) -> Client:
     """A Socket.IO client for the backend, reconnected by its owner, with the TLS settings."""
 
     def http_session() -> aiohttp.ClientSession:
@@ -97,7 +39,7 @@ def _backend_client(
 
     # handle_sigint off: python-socketio would otherwise take Ctrl-C over at the first
     # connection and cancel every task, skipping enricher's own shutdown.
-    return _Client(
+    return Client(
         reconnection=False,
         logger=False,
         engineio_logger=False,

@@ -55,7 +55,7 @@ VisitKind = Literal["new_customer", "returning_customer", "agent_reply"]
 
 @dataclass(frozen=True)
 class Chaos:
-    """The disorder of CONTRACT.md that one customer's events go through."""
+    """The disorder of docs/contract.md that one customer's events go through."""
 
     message_first: bool = False  # the first new_message arrives before new_room
     duplicates: bool = False  # every event of the customer is sent twice

@@ -1,6 +1,6 @@
 """The simulated backend's database: rooms and messages, and the payloads built from them.
 
-Pure: no clock, no I/O. Payloads follow CONTRACT.md: ``new_room`` minimal, messages in
+Pure: no clock, no I/O. Payloads follow docs/contract.md: ``new_room`` minimal, messages in
 full, ``GET /rooms/<id>`` with the full lead and the last message flat, nested or both.
 """
 

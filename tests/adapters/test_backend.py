@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enricher.backend import CircuitBreaker, RoomFetcher
-from enricher.join import RestFailure
+from enricher.join_types import RestFailure
 from enricher.payloads import Rejected, room_id_of
 from enricher.tls import client_context
 

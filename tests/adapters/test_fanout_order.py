@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from enricher import fanout, join
+from enricher import join
 from enricher.app import Running, RunningTransparent
+from enricher.internals import websocket as websockets_module
 
 from .conftest import StubBackend
 from .test_access import connect
@@ -23,9 +24,9 @@ async def test_a_direct_write_waits_for_what_the_writer_has_taken(
 ) -> None:
     (browser,) = await browsers(1)
     sio = proxy.downstream.sio
-    monkeypatch.setattr(fanout, "WRITE_BUFFER_LIMIT", -1)  # every socket looks backed up
+    monkeypatch.setattr(websockets_module, "WRITE_BUFFER_LIMIT", -1)  # every socket looks backed up
     await sio.emit("seq", 1)  # queued
-    monkeypatch.setattr(fanout, "WRITE_BUFFER_LIMIT", 64 * 1024)
+    monkeypatch.setattr(websockets_module, "WRITE_BUFFER_LIMIT", 64 * 1024)
     # One loop iteration: the socket's writer takes 1 off its queue, and writes it later.
     await asyncio.sleep(0)
     await sio.emit("seq", 2)  # the queue is empty now: only the backlog count holds it

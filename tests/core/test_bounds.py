@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from enricher.join import Emit, Join, JoinLimits, RestFailure
+from enricher.join import Join
+from enricher.join_types import Emit, JoinLimits, RestFailure
 from enricher.payloads import Message, Parsed, Room
 
 ROOMS = 1_000_000

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, Note, RestFailure
+from enricher.join import Join
+from enricher.join_types import Emit, Fetch, JoinLimits, NewRoomMode, Note, RestFailure
 from enricher.payloads import parse_rest_room
 
 from .world import Backend, Browser, truth

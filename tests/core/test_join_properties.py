@@ -3,7 +3,7 @@
 The simulated backend saves rooms and messages and emits their events; the steps below
 deliver events late, twice or (the first message) never, answer REST fast, slow, failing,
 flat or nested, and let time pass. The backend connection can also be lost and come back:
-what the backend emits meanwhile is gone, new_rooms included (CONTRACT: "a new_room can be
+what the backend emits meanwhile is gone, new_rooms included (docs/contract.md: "a new_room can be
 missed entirely"). Browsers apply the seed's handlers to the output.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enricher.join import Emit, Fetch, Join, JoinLimits, NewRoomMode, Note, RestFailure
+from enricher.join import Join
+from enricher.join_types import Emit, Fetch, JoinLimits, NewRoomMode, Note, RestFailure
 from enricher.payloads import parse_rest_room
 
 from .world import Backend, Browser, truth

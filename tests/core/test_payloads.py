@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enricher.join import Emit, Join
+from enricher.join import Join
+from enricher.join_types import Emit
 from enricher.payloads import (
     Message,
     Rejected,

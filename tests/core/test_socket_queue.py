@@ -7,7 +7,7 @@ import asyncio
 
 from engineio import packet as eio_packet
 
-from enricher.fanout import SocketQueue
+from enricher.internals.engine import SocketQueue
 
 
 def message(data: str) -> eio_packet.Packet:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from enricher.join import Action, Emit
+from enricher.join_types import Action, Emit
 
 BASE_TIME = datetime(2025, 11, 2, 10, 30, tzinfo=UTC)
 

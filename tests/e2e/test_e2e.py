@@ -1,5 +1,5 @@
 """enricher end to end: the Node backend stub -> `python -m enricher serve` -> N real
-socket.io-client browsers, judged the way CONTRACT.md says: the sidebars the seed's
+socket.io-client browsers, judged the way docs/contract.md says: the sidebars the seed's
 frontend handlers build from what the proxy emits must equal `GET /rooms/<id>`.
 """
 
@@ -50,7 +50,7 @@ def snapshots(group: Browsers, room_id: str) -> list[Json]:
 
 
 def assert_snapshot_is_rest(snapshot: Json, rest: Json, messages: list[Json]) -> None:
-    """The snapshot has the CONTRACT's shape and, for a room nothing else happens to, REST's values."""
+    """The snapshot has the shape docs/contract.md gives and, for a room nothing else happens to, REST's values."""
     last = messages[-1]
     expected = {
         "room_id": rest["room_id"],
@@ -93,7 +93,7 @@ LAST_MESSAGE_KEYS = {"id", "content_text", "content_type", "created_at", "user_i
 
 
 def assert_one_snapshot_shape(payloads: list[Json], label: str) -> None:
-    """Every browser got the same snapshot, with the keys CONTRACT lists."""
+    """Every browser got the same snapshot, with the keys docs/contract.md lists."""
     assert payloads, f"{label}: no new_room_complete"
     distinct = {json.dumps(p, sort_keys=True) for p in payloads}
     assert len(distinct) == 1, f"{label}: browsers got different snapshots: {distinct}"
@@ -197,7 +197,7 @@ async def test_scenario_2_customer_writes_again_then_agent_replies(
             second["message_id"]: 1,
             reply: 1,
         } or (
-            # the first message may be counted in the snapshot instead (CONTRACT rule 2)
+            # the first message may be counted in the snapshot instead (docs/contract.md rule 2)
             b["counts"]["new_message"] == {second["message_id"]: 1, reply: 1}
         )
 
@@ -333,7 +333,7 @@ async def test_rest_refused_rooms_go_out_by_the_deadline_and_rest_is_left_alone(
 async def test_missed_new_room_never_duplicates(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory
 ) -> None:
-    """CONTRACT: a new_room can be missed entirely. The proxy cannot tell that room from one
+    """docs/contract.md: a new_room can be missed entirely. The proxy cannot tell that room from one
     created before it started, so only what holds either way is checked: the messages
     pass at once and unchanged, and a room gets at most one snapshot."""
     _, group = await stack(backend, make_enricher, browsers, ENRICHER_HOLD_TIMEOUT=HOLD)
@@ -532,7 +532,7 @@ async def test_backend_restart(
     browsers: BrowsersFactory,
     node_harness: Any,
 ) -> None:
-    """Not in the brief's list, but in CONTRACT: the upstream comes back after a backend
+    """Not in the brief's list, but in docs/contract.md: the upstream comes back after a backend
     restart; /readyz says 503 meanwhile; browsers stay connected."""
     proxy, group = await stack(backend, make_enricher, browsers)
     start = len(proxy.child.items)

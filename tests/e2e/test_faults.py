@@ -272,7 +272,7 @@ def comparable(room_id: str, broadcasts: list[tuple[Any, Json, bool]]) -> bool:
 async def test_a_room_created_while_enricher_was_away_is_recovered_from_rest(
     backend: Backend, make_enricher: EnricherFactory, browsers: BrowsersFactory, mode: str
 ) -> None:
-    """CONTRACT: a new_room can be missed entirely. Created while enricher is disconnected,
+    """docs/contract.md: a new_room can be missed entirely. Created while enricher is disconnected,
     the room is recovered at its first message after the reconnection; a room older than
     enricher is asked about once and passes through; the real new_room, late, changes
     nothing."""
