@@ -510,6 +510,9 @@ class Downstream:
                 await self.sio.ack(eio_sid, verdict.ack_id, answer)
             if verdict.close and not socket.closing:
                 self.sio.forget_attachments(eio_sid)
+                browser = self.sio.manager.sid_from_eio_sid(eio_sid, "/")
+                if browser is not None:  # as socket.io's server after a parse error
+                    self.sio.manager.unrecoverable.add(browser)
                 # not awaited here: the close waits for this very message's handler
                 self._tasks.start(self._close_engine_socket(socket))
         return False

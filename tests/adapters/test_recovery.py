@@ -105,12 +105,13 @@ def _number(offset: str) -> int:
     return int(offset.partition(".")[2])
 
 
-@pytest.mark.parametrize("how", ["leaves", "credentials_expired", "dropped", "lost"])
+@pytest.mark.parametrize("how", ["leaves", "credentials_expired", "dropped", "malformed", "lost"])
 async def test_only_a_lost_connection_is_kept_for_recovery(
     backend: StubBackend, proxy: Running, browsers: Any, how: str
 ) -> None:
     """socket.disconnect() (DISCONNECT packet), and enricher's own closes (credentials
-    expired, dropped for its backlog) end the session; a lost connection keeps it, with
+    expired, dropped for its backlog, a packet it cannot take: socket.io's server keeps no
+    session after a parse error either) end the session; a lost connection keeps it, with
     the backend room it joined."""
     (browser,) = await browsers(1)
     assert (await browser.sio.call("room:join", {"room_id": "r1"}, timeout=5))["ok"]
@@ -129,6 +130,8 @@ async def test_only_a_lost_connection_is_kept_for_recovery(
         await downstream._lapse(sid, Admission(expires_at=0.0))  # a token's exp, passed
     elif how == "dropped":
         await manager._drop(sid, eio_sid, downstream.sio.eio.sockets[eio_sid])
+    elif how == "malformed":
+        await browser.sio.eio.send('50-["x"]')  # a binary event with no attachments
     else:
         await browser.sio.eio.disconnect(abort=True)
     await asyncio.wait_for(gone.wait(), 5)
