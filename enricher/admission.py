@@ -292,8 +292,8 @@ def engine_gate(
 class EngineSettings:
     """The browsers' engine.io server, the same in both modes."""
 
+    cors_origins: list[str] | str  # the page origins allowed ("*": any)
     socketio_path: str = "socket.io"
-    cors_origins: list[str] | str = "*"
     compression: bool = False  # permessage-deflate
     max_payload_bytes: int = 1_000_000
     ping_interval: float = 25.0

@@ -304,7 +304,7 @@ class BrowserServer(Server):
             self.policy.invalid(eio_sid)
             return None
 
-    async def event(
+    async def event_received(
         self, sid: str, eio_sid: str, data: list[Any], namespace: str, id: int | None
     ) -> Any:
         refusal = None
@@ -318,7 +318,7 @@ class BrowserServer(Server):
             await self.ack(eio_sid, id, self.policy.refused(sid, data[0], refusal), namespace)
             return None
         _ack_requested.set(id is not None)
-        return await super().event(sid, eio_sid, data, namespace, id)
+        return await super().event_received(sid, eio_sid, data, namespace, id)
 
     async def ack(
         self, eio_sid: str, id: int | None, answer: dict[str, Any], namespace: str = "/"

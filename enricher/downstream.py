@@ -115,8 +115,8 @@ class DownstreamSettings:
     """What browsers may send and how it reaches the backend, in shared mode; and how
     broadcasts reach them."""
 
-    client_events: list[str] | str = "*"  # the events forwarded ("*": all)
-    ack_timeout: float = 10.0
+    client_events: list[str] | str  # the events forwarded ("*": all)
+    ack_timeout: float
     client_event_rate: float = 0.0  # per browser, per second (0: no limit)
     client_event_burst: int = 1
     auth_timeout: float = 2.0

@@ -189,19 +189,19 @@ class JoinDriver:
         fields = note.fields
         level = _LEVELS.get(note.kind, "info")
         metrics = self._metrics
-        if note.kind is NoteKind.SNAPSHOT_SENT:
+        if note.kind == NoteKind.SNAPSHOT_SENT:
             metrics.snapshot_sent(fields["enrichment"], fields["reason"], fields["held_seconds"])
             if fields["enrichment"] != "complete":
                 level = "warning"
-        elif note.kind is NoteKind.DUPLICATE_SUPPRESSED:
+        elif note.kind == NoteKind.DUPLICATE_SUPPRESSED:
             metrics.duplicates.labels(event_label(fields["upstream_event"])).inc()
-        elif note.kind is NoteKind.PAYLOAD_REJECTED:
+        elif note.kind == NoteKind.PAYLOAD_REJECTED:
             metrics.payload_rejected(fields["upstream_event"], fields["reason"])
-        elif note.kind is NoteKind.PAYLOAD_WARNING:
+        elif note.kind == NoteKind.PAYLOAD_WARNING:
             metrics.warnings.labels(event_label(fields["upstream_event"])).inc()
-        elif note.kind is NoteKind.ROOM_RECOVERED:
+        elif note.kind == NoteKind.ROOM_RECOVERED:
             metrics.room_checks.labels("recovered").inc()
-        elif note.kind is NoteKind.ROOM_CHECKED:
+        elif note.kind == NoteKind.ROOM_CHECKED:
             metrics.room_checks.labels(fields["outcome"]).inc()
             if fields["outcome"] in ("rest_failed", "capacity"):
                 level = "warning"

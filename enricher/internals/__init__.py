@@ -33,23 +33,36 @@ from engineio import packet
 @dataclass(frozen=True)
 class Relied:
     """``owner.name`` with ``signature`` (``str(inspect.signature(...))``; None: not a
-    function); with ``in_source``, a text the owner's source must hold (a use of the name
-    enricher's change depends on)."""
+    function); with ``in_source``, a text the owner's source (its class or module) must hold
+    (a use of the name enricher's change depends on); with ``copied``, the first 16 hex digits of the
+    SHA-256 of the function's source: enricher copies or rewrites its body, so any change
+    to it is to be read and carried over."""
 
     owner: object
     name: str
     signature: str | None
     in_source: str | None = None
+    copied: str | None = None
 
 
 SIO_SERVER, SIO_CLIENT = socketio.AsyncServer, socketio.AsyncClient
+SIO_MANAGER = socketio.AsyncManager
+EMIT_SIGNATURE = (
+    "(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs)"
+)
 EIO_SERVER, EIO_CLIENT = engineio.AsyncServer, engineio.AsyncClient
 EIO_SOCKET = engineio.async_socket.AsyncSocket
 EIO_WEBSOCKET = engineio.async_drivers.aiohttp.WebSocket
 
 RELIED_ON: tuple[Relied, ...] = (
     # python-socketio's server steps (sio.Server)
-    Relied(SIO_SERVER, "_handle_connect", "(self, eio_sid, namespace, data)"),
+    # rewritten with recovery (browsers.BrowserServer._connect_recovering)
+    Relied(
+        SIO_SERVER,
+        "_handle_connect",
+        "(self, eio_sid, namespace, data)",
+        copied="c97c480cf777de36",
+    ),
     Relied(SIO_SERVER, "_handle_eio_connect", "(self, eio_sid, environ)"),
     Relied(SIO_SERVER, "_handle_eio_disconnect", "(self, eio_sid, reason)"),
     Relied(SIO_SERVER, "_handle_eio_message", "(self, eio_sid, data)"),
@@ -66,7 +79,7 @@ RELIED_ON: tuple[Relied, ...] = (
     Relied(SIO_CLIENT, "_engineio_client_class", "(self)"),
     Relied(SIO_CLIENT, "_handle_eio_message", "(self, data)"),
     Relied(EIO_CLIENT, "_receive_packet", "(self, pkt)"),
-    Relied(EIO_CLIENT, "_read_loop_websocket", "(self)"),
+    Relied(EIO_CLIENT, "_read_loop_websocket", "(self)", copied="83f5111bf4e5b524"),
     Relied(EIO_CLIENT, "_trigger_event", "(self, event, *args, **kwargs)"),
     Relied(EIO_CLIENT, "_reset", "(self)"),
     Relied(engineio.base_client, "connected_clients", None),
@@ -80,16 +93,29 @@ RELIED_ON: tuple[Relied, ...] = (
     ),
     Relied(EIO_SERVER, "create_queue", "(self, *args, **kwargs)"),
     # its heartbeat check, which closes the sockets it finds closed (sockets dict)
-    Relied(EIO_SERVER, "_service_task", "(self)", in_source="s.check_ping_timeout()"),
+    Relied(
+        EIO_SERVER,
+        "_service_task",
+        "(self)",
+        in_source="del self.sockets[s.sid]",
+        copied="b6358bda51d0b34b",
+    ),
     Relied(engineio.async_socket, "AsyncSocket", None),
-    Relied(EIO_SOCKET, "__init__", "(self, server, sid)"),
-    Relied(EIO_SOCKET, "_websocket_handler", "(self, ws)"),
-    Relied(EIO_SOCKET, "handle_get_request", "(self, environ)"),
-    Relied(EIO_SOCKET, "poll", "(self)"),
-    Relied(EIO_SOCKET, "close", "(self, wait=True, abort=False, reason=None)"),
-    Relied(EIO_SOCKET, "send", "(self, pkt)"),
+    # its attributes, read and set by EngineSocket: queue (made with create_queue),
+    # last_ping, connected, upgrading, upgraded, closing, closed
+    Relied(EIO_SOCKET, "__init__", "(self, server, sid)", copied="8532b631a4dc815f"),
+    Relied(EIO_SOCKET, "_websocket_handler", "(self, ws)", copied="27f120df4d717a24"),
+    Relied(EIO_SOCKET, "handle_get_request", "(self, environ)", copied="05eaae9f0a60d9be"),
+    Relied(EIO_SOCKET, "poll", "(self)", copied="826f58a9f3606db2"),
+    Relied(
+        EIO_SOCKET,
+        "close",
+        "(self, wait=True, abort=False, reason=None)",
+        copied="faa2e93902543244",
+    ),
+    Relied(EIO_SOCKET, "send", "(self, pkt)", copied="0437276ccba7ab09"),
     Relied(EIO_SOCKET, "receive", "(self, pkt)"),
-    Relied(EIO_SOCKET, "schedule_ping", "(self)"),
+    Relied(EIO_SOCKET, "schedule_ping", "(self)", copied="fe316639159cd70d"),
     Relied(EIO_SOCKET, "check_ping_timeout", "(self)"),
     Relied(EIO_WEBSOCKET, "__init__", "(self, handler, server)"),
     Relied(EIO_WEBSOCKET, "__call__", "(self, environ)"),
@@ -97,9 +123,25 @@ RELIED_ON: tuple[Relied, ...] = (
     Relied(EIO_WEBSOCKET, "send", "(self, message)"),
     Relied(EIO_WEBSOCKET, "close", "(self)"),
     Relied(packet.Packet, "encode", "(self, b64=False)"),
+    # python-socketio's manager (fanout.BroadcastManager) and server state read by enricher
+    Relied(SIO_MANAGER, "emit", EMIT_SIGNATURE, copied="01ccd5b82b4f955e"),  # rewritten
+    Relied(SIO_MANAGER, "pre_connect", "(self, eio_sid, namespace)", copied="84f2cdf2a4ddf07c"),
+    Relied(SIO_MANAGER, "rooms", None),  # an instance's: {namespace: {room: {sid: eio_sid}}}
+    Relied(SIO_MANAGER, "pending_connect", None),  # an instance's
+    Relied(SIO_SERVER, "environ", None),  # an instance's: {eio_sid: environ}
     # aiohttp (http)
-    Relied(web.StreamResponse, "_prepare_headers", "(self) -> None"),
-    Relied(web.StreamResponse, "_send_headers_immediately", None),  # an instance's
+    Relied(
+        web.StreamResponse,
+        "_prepare_headers",
+        "(self) -> None",
+        in_source="await self._prepare_headers()",
+    ),
+    Relied(
+        web.StreamResponse,
+        "_send_headers_immediately",
+        None,  # an instance's
+        in_source="if self._send_headers_immediately:",
+    ),
     Relied(
         aiohttp.web_response,
         "SERVER_SOFTWARE",

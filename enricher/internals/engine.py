@@ -164,9 +164,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     next ping, a writer waiting for packets all the connection long, and the waits of the
     writer and of the reader under ``asyncio.wait_for`` (on Python 3.11 a task each). Here a
     timer sends the ping, the connection's own task reads (without a timeout: a browser that
-    stops answering pings is closed by python-engineio's heartbeat check), and a writer
+    stops answering pings is closed when its PONG is due: :meth:`_pong_due`), and a writer
     runs only while something is queued (:meth:`_write_queued`); the behaviour is
-    python-engineio's."""
+    python-engineio's, the heartbeat's timing Node's."""
 
     last_ping: float | None
     connected: bool
@@ -204,7 +204,7 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         """python-engineio's, reading in the connection's own task: it reads each message
         in a task of its own under ``asyncio.wait_for``, with a timeout that holds a timer
         for each browser all the time. Ends when the browser closes, stops answering pings
-        (python-engineio's heartbeat check closes its socket: :meth:`close`), or sends a
+        (:meth:`_pong_due` closes its socket: :meth:`close`), or sends a
         message over the size limit (aiohttp refuses it).
 
         Safe to cancel (aiohttp cancels a request's handler when its client leaves): a
@@ -234,7 +234,7 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         ws.queue = self.queue  # and broadcasts may be written directly
         self._queued()  # what was queued during the upgrade
         server.logger.info("%s: Upgrade to websocket successful", self.sid)
-        while True:  # python-engineio's heartbeat check closes a browser gone silent (close)
+        while True:  # a browser gone silent is closed when its PONG is due (close)
             try:
                 message = await ws.wait()
             except (Exception, asyncio.CancelledError):
@@ -313,8 +313,8 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         """python-engineio's; from its start nothing more is written directly, and once
         upgraded the WebSocket is closed after the CLOSE packet (socket.io-client's
-        WebSocket transport ignores that packet, and python-engineio's heartbeat check,
-        which ends a browser gone silent, ends it with this close only)."""
+        WebSocket transport ignores that packet, and a browser gone silent is ended with
+        this close only)."""
         websocket, closing = self._websocket, self.closing or self.closed
         if websocket is not None:
             websocket.queue = None

@@ -27,7 +27,7 @@ class Server(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_event_internal(  # type: ignore[no-untyped-def]
         self, server, sid, eio_sid, data, namespace, id
     ):
-        return await self.event(sid, eio_sid, data, namespace, id)
+        return await self.event_received(sid, eio_sid, data, namespace, id)
 
     async def namespace_connect(self, eio_sid: str, namespace: str | None, data: Any) -> Any:
         """A Socket.IO CONNECT to ``namespace`` (None: ``/``) with its auth ``data``."""
@@ -45,7 +45,7 @@ class Server(socketio.AsyncServer):  # type: ignore[misc]
         """An engine.io message of a browser's: a Socket.IO packet or an attachment."""
         return await super()._handle_eio_message(eio_sid, data)
 
-    async def event(
+    async def event_received(
         self, sid: str, eio_sid: str, data: list[Any], namespace: str, id: int | None
     ) -> Any:
         """A browser's event ``data`` (its name, then its arguments); ``id``: its ack's."""

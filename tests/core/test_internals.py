@@ -6,6 +6,7 @@ its name, before any behaviour changes."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import inspect
 import pathlib
 import re
@@ -13,6 +14,7 @@ import tomllib
 from importlib.metadata import version
 
 import engineio
+import engineio.async_socket
 import pytest
 import socketio
 from aiohttp import web
@@ -25,6 +27,8 @@ PINNED = ("python-socketio", "python-engineio", "aiohttp")
 
 def instance_of(owner: object) -> object | None:
     """An instance for a name only instances have (set in ``__init__``)."""
+    if owner is socketio.AsyncManager:
+        return socketio.AsyncManager()
     if owner is socketio.AsyncServer:
         return socketio.AsyncServer()
     if owner is engineio.AsyncServer:
@@ -46,11 +50,13 @@ def test_each_internal_relied_on_is_there_as_it_was(relied: Relied) -> None:
     assert found is not None, f"{relied.name} is gone"
     if relied.signature is not None:
         assert str(inspect.signature(found)) == relied.signature
+    if relied.copied is not None:
+        source = inspect.getsource(found)
+        assert hashlib.sha256(source.encode()).hexdigest()[:16] == relied.copied, (
+            f"{relied.name} changed: read it, carry the change over, then update its hash"
+        )
     if relied.in_source is not None:
-        source = inspect.getsource(
-            found if inspect.isfunction(found) or inspect.isclass(found) else owner
-        )  # type: ignore[arg-type]
-        assert relied.in_source in source
+        assert relied.in_source in inspect.getsource(owner)  # type: ignore[arg-type]
 
 
 def private_names() -> set[str]:
@@ -78,6 +84,12 @@ def test_no_module_outside_internals_names_a_private_internal() -> None:
             if name in names:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
     assert found == []
+
+
+def test_an_engine_socket_has_the_attributes_enricher_reads_and_sets() -> None:
+    socket = engineio.async_socket.AsyncSocket(engineio.AsyncServer(async_mode="aiohttp"), "s")
+    for name in ("queue", "last_ping", "connected", "upgrading", "upgraded", "closing", "closed"):
+        assert hasattr(socket, name), name
 
 
 def test_the_frameworks_are_pinned_to_the_versions_installed() -> None:
