@@ -31,6 +31,11 @@ const http = require('http');
 const crypto = require('crypto');
 const { URL } = require('url');
 const { Server } = require('socket.io');
+// The seed's payloads, JSON over HTTP, downloads and uploads: the e2e stub's (the benchmark
+// measures what the tests check).
+const seed = require('../tests/e2e/node/seed');
+const { HttpError, send, readJson, handler } = require('../tests/e2e/node/http-json');
+const { download, describeUpload } = require('../tests/e2e/node/transfers');
 
 function now() {
   return Number(process.hrtime.bigint() / 1000n) / 1000; // ms, CLOCK_MONOTONIC
@@ -38,14 +43,6 @@ function now() {
 
 function log(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-// Wall-clock stamps for the payloads, strictly increasing like the seed's database.
-let lastStamp = 0;
-function stamp() {
-  const t = Math.max(Date.now(), lastStamp + 1);
-  lastStamp = t;
-  return new Date(t).toISOString();
 }
 
 const AGENT_ID = crypto.randomUUID();
@@ -56,24 +53,8 @@ let phoneCounter = 0;
 
 function createRoom(withLead) {
   const phone = '62812' + String(1000000 + phoneCounter++).padStart(7, '0');
-  const t = stamp();
   const room = {
-    id: crypto.randomUUID(),
-    phone,
-    title: 'Personal',
-    created_at: t,
-    updated_at: t,
-    lead: withLead
-      ? {
-          id: crypto.randomUUID(),
-          name: `Customer ${phone}`,
-          phone,
-          outstanding: 50000000,
-          loan_type: 'personal_loan',
-          leads_status: 'cold',
-          contact_status: 'contacted',
-        }
-      : null,
+    ...seed.room(phone, withLead ? `Customer ${phone}` : null),
     last: null,
     count: 0,
     bench: null, // timings of rooms created during a run
@@ -86,106 +67,20 @@ for (let i = 0; i < POOL_SIZE; i++) createRoom(true);
 const pool = [...rooms.values()];
 
 function makeMessage(room, userId, text) {
-  const t = stamp();
-  const msg = {
-    id: crypto.randomUUID(),
-    room_id: room.id,
-    user_id: userId,
-    content_type: 'text',
-    content_text: text,
-    wa_message_id: 'wamid.' + crypto.randomBytes(12).toString('hex'),
-    status: 'sent',
-    reply_to_wa_message_id: null,
-    reaction_emoji: null,
-    reaction_to_wa_message_id: null,
-    status_timestamp: null,
-    media_type: null,
-    media_id: null,
-    gcs_filename: null,
-    gcs_url: null,
-    file_size: null,
-    mime_type: null,
-    original_filename: null,
-    metadata: {},
-    created_at: t,
-    updated_at: t,
-  };
+  const msg = seed.message(room.id, userId, text);
   room.last = msg;
   room.count += 1;
-  room.updated_at = t;
+  room.updated_at = msg.created_at;
   return msg;
-}
-
-function minimalRoomPayload(room) {
-  return {
-    room_id: room.id,
-    room_phone: room.phone,
-    room_title: room.title,
-    room_created_at: room.created_at,
-    room_updated_at: room.updated_at,
-    leads_info: room.lead ? { id: room.lead.id, phone: room.phone, name: room.lead.name } : null,
-    unread_count: 0,
-    last_message: null,
-    participants: [],
-  };
-}
-
-function restRoom(room, shape) {
-  const last = room.last;
-  const data = {
-    room_id: room.id,
-    room_phone: room.phone,
-    room_title: room.title,
-    room_created_at: room.created_at,
-    room_updated_at: room.updated_at,
-    leads_info: room.lead ? { ...room.lead } : null,
-    unread_count: room.count,
-    message_count: room.count,
-    participants: [],
-  };
-  if (shape === 'nested') {
-    data.last_message = last
-      ? {
-          id: last.id,
-          content_text: last.content_text,
-          content_type: last.content_type,
-          created_at: last.created_at,
-          user_id: last.user_id,
-        }
-      : null;
-  } else {
-    data.last_message_text = last ? last.content_text : null;
-    data.last_message_timestamp = last ? last.created_at : null;
-    data.last_message_type = last ? last.content_type : null;
-  }
-  return data;
 }
 
 // ---------------------------------------------------------------- socket.io
 
-const httpServer = http.createServer((req, res) => {
-  handle(req, res).catch((err) => {
-    if (!res.headersSent) send(res, err.status || 500, { error: err.message });
-    else res.end();
-  });
-});
+const httpServer = http.createServer(handler(handle));
 
 const io = new Server(httpServer, { cors: { origin: '*' } });
 
-io.on('connection', (socket) => {
-  const roomHandler = (action) => (data, ack) => {
-    const roomId = data && typeof data === 'object' ? data.room_id : undefined;
-    if (typeof roomId === 'string' && roomId) {
-      if (action === 'join') socket.join(`room:${roomId}`);
-      else socket.leave(`room:${roomId}`);
-      if (typeof ack === 'function') ack({ ok: true, room_id: roomId });
-    } else if (typeof ack === 'function') {
-      ack({ ok: false, error: 'room_id required' });
-    }
-  };
-  socket.on('room:join', roomHandler('join'));
-  socket.on('room:leave', roomHandler('leave'));
-});
+io.on('connection', (socket) => seed.roomEvents(socket));
 
 // ---------------------------------------------------------------- the run
 
@@ -253,7 +148,7 @@ function emitNewRoom(r) {
   const room = createRoom(true);
   const t_room = now();
   const phase = t_room >= r.measureFrom ? 1 : 0;
-  io.emit('new_room', minimalRoomPayload(room));
+  io.emit('new_room', seed.newRoomPayload(room));
   const msg = makeMessage(room, null, 'Hello, I would like to ask about my loan');
   const t_msg = now();
   msg.bench_first = true;
@@ -334,39 +229,6 @@ function result(r) {
 
 // ---------------------------------------------------------------- HTTP
 
-// Downloads and uploads: the e2e stub's (the HTTP benchmark measures the same routes).
-const { download, describeUpload } = require('../tests/e2e/node/transfers');
-
-class HttpError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function send(res, status, body) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-function readJson(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      if (!text.trim()) return resolve({});
-      try {
-        resolve(JSON.parse(text));
-      } catch (err) {
-        reject(new HttpError(400, 'body is not JSON: ' + err.message));
-      }
-    });
-    req.on('error', reject);
-  });
-}
-
 async function handle(req, res) {
   const url = new URL(req.url, 'http://bench');
   const path = url.pathname;
@@ -375,7 +237,7 @@ async function handle(req, res) {
     const room = rooms.get(decodeURIComponent(m[1]));
     if (!room) return send(res, 404, { error: 'not found' });
     const shape = run ? run.shape : 'flat';
-    send(res, 200, { data: restRoom(room, shape) });
+    send(res, 200, { data: seed.restRoom(room, shape, room.last, room.count) });
     if (room.bench) {
       room.bench.rest_calls += 1;
       if (room.bench.t_rest === null) room.bench.t_rest = now(); // the answer is written

@@ -15,15 +15,16 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import pytest
+
+from ..support import processes
 
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
@@ -51,42 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
 # ------------------------------------------------------------------------------ processes
 
 
-class Child:
-    """A child process; keeps every line it writes, parses the JSON ones, lets tests wait."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, json_streams: set[str]):
-        self.name = name
-        self.proc = proc
-        self.items: list[Json] = []  # JSON objects from json_streams, in arrival order
-        self.text: list[str] = []  # every line of every stream, for failure messages
-        self._changed = asyncio.Condition()
-        streams = [(s, r) for s, r in (("stdout", proc.stdout), ("stderr", proc.stderr)) if r]
-        self._open = len(streams)  # streams not yet at EOF
-        self._pumps = [
-            asyncio.create_task(self._pump(stream, source, source in json_streams))
-            for source, stream in streams
-        ]
-
-    async def _pump(self, stream: asyncio.StreamReader, source: str, parse: bool) -> None:
-        try:
-            while line := await stream.readline():
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                self.text.append(f"[{source}] {text}")
-                if parse:
-                    with contextlib.suppress(ValueError):
-                        obj = json.loads(text)
-                        if isinstance(obj, dict):
-                            self.items.append(obj)
-                async with self._changed:
-                    self._changed.notify_all()
-        finally:
-            self._open -= 1
-            async with self._changed:
-                self._changed.notify_all()
-
-    @property
-    def exited(self) -> bool:
-        return self._open == 0  # every stream at EOF: all lines are in
+class Child(processes.Child):
+    """A child process (see tests/support/processes.py) that tests wait on: a wait that
+    fails fails the test, with the last lines of this process and of ``context``."""
 
     def tail(self, n: int = 30) -> str:
         lines = [line if len(line) < 600 else line[:600] + " …" for line in self.text[-n:]]
@@ -103,17 +71,8 @@ class Child:
     ) -> Any:
         """Wait until ``condition()`` (re-evaluated on each new line) is truthy; return it.
         ``what`` (or what it returns, at the time of failure) names it in the failure."""
-
-        async def wait() -> Any:
-            async with self._changed:
-                while True:
-                    result = condition()
-                    if result or self.exited:
-                        return result
-                    await self._changed.wait()
-
         try:
-            result = await asyncio.wait_for(wait(), timeout)
+            result = await self.until(condition, timeout)
         except TimeoutError:
             self._fail(f"timed out after {timeout}s waiting for {_say(what)}", context)
         if not result:
@@ -129,31 +88,14 @@ class Child:
         context: Iterable[Child] = (),
     ) -> Json:
         """The first JSON line (from index ``start`` on) for which ``predicate`` holds."""
-
-        def find() -> Json | None:
-            return next((item for item in self.items[start:] if predicate(item)), None)
-
-        found: Json = await self.wait_until(find, what, timeout, context)
+        found: Json = await self.wait_until(
+            lambda: self.first(predicate, start), what, timeout, context
+        )
         return found
 
-    def _fail(self, message: str, context: Iterable[Child]) -> None:
+    def _fail(self, message: str, context: Iterable[Child]) -> NoReturn:
         tails = "\n".join(child.tail() for child in (self, *context) if child is not None)
         pytest.fail(f"{self.name}: {message}\n{tails}", pytrace=False)
-
-    async def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait, SIGKILL if needed; the exit code."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), 5)
-        return self.proc.returncode
 
 
 def _say(what: str | Callable[[], str]) -> str:
@@ -170,17 +112,10 @@ async def spawn(
     stdin: bool = False,
     new_session: bool = False,
 ) -> Child:
-    """``new_session``: in a session and process group of its own (id: its pid), so that
-    whatever it leaves running can be ended with ``os.killpg``."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=LINE_LIMIT,
-        start_new_session=new_session,
+    """``argv`` started (see :func:`processes.start`); ``json_streams``: the streams whose
+    JSON lines are ``items``."""
+    proc = await processes.start(
+        argv, cwd=cwd, env=env, stdin=stdin, new_session=new_session, line_limit=LINE_LIMIT
     )
     return Child(name, proc, json_streams)
 
@@ -452,34 +387,14 @@ async def make_enricher(request: pytest.FixtureRequest) -> AsyncIterator[Enriche
         python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         child = await spawn(
             "enricher",
-            [
-                sys.executable,
-                "-m",
-                "enricher",
-                "serve",
-                "--upstream",
-                backend.url,
-                "--listen",
-                listen,
-                "--admin-listen",
-                "127.0.0.1:0",
-            ],
+            processes.enricher_command(backend.url, listen),
             cwd=REPO,
-            env={
-                "ENRICHER_LOG__FORMAT": "json",
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": python_path,
-                **env,
-            },
+            env={**processes.ENRICHER_ENV, "PYTHONPATH": python_path, **env},
             json_streams={"stdout", "stderr"},
         )
         started.append(child)
         listening = await child.wait_for(
-            lambda item: (
-                item.get("event") == "listening"
-                and isinstance(item.get("public_port"), int)
-                and isinstance(item.get("admin_port"), int)
-            ),
+            processes.enricher_listening,
             'enricher log {"event": "listening", "public_port": int, "admin_port": int}',
             START_TIMEOUT,
             context=[backend.child],
@@ -520,17 +435,11 @@ class Browsers:
         self._seqs: dict[int, list[Json]] = {}
         self._seq_read = 0
 
-    async def _send(self, cmd: Json) -> None:
-        stdin = self.child.proc.stdin
-        assert stdin is not None
-        stdin.write((json.dumps(cmd) + "\n").encode())
-        await stdin.drain()
-
     async def _command(self, cmd: Json, reply: str, what: str, timeout: float = TIMEOUT) -> Json:
         """Send ``cmd`` to browsers.js, tagged, and return its ``reply`` line (``what``
         names it if it does not come)."""
         tag = next(self._tags)
-        await self._send({**cmd, "tag": tag})
+        await self.child.send({**cmd, "tag": tag})
         line: Json = await self.child.wait_for(
             lambda item: item.get("type") == reply and item.get("tag") == tag,
             what,
@@ -688,7 +597,7 @@ class Browsers:
     async def close(self) -> None:
         if self.child.proc.returncode is None:
             with contextlib.suppress(ConnectionError):
-                await self._send({"cmd": "close"})
+                await self.child.send({"cmd": "close"})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.child.proc.wait(), 5)
         await self.child.stop()

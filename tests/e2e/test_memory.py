@@ -4,10 +4,10 @@ is flat after warm-up, and every table kept per browser is empty again."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
+from ..support.processes import proc_rss_kib
 from .conftest import Backend, BrowsersFactory, Enricher, EnricherFactory, barrier
 
 pytestmark = [pytest.mark.e2e, pytest.mark.enricher]
@@ -23,10 +23,10 @@ TOLERANCE = 6 * 1024 * 1024
 
 
 def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    """The resident set size of a running process, in bytes."""
+    kib = proc_rss_kib(pid)
+    assert kib is not None, f"no VmRSS for pid {pid}"
+    return kib * 1024
 
 
 async def tables_empty(proxy: Enricher) -> dict[str, float]:

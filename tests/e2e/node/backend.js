@@ -39,6 +39,8 @@ const http = require('http');
 const https = require('https');
 const crypto = require('crypto');
 const zlib = require('zlib');
+const seed = require('./seed');
+const { HttpError, send, readJson, handler } = require('./http-json');
 const { PATTERN, download, describeUpload } = require('./transfers');
 const { URL } = require('url');
 const { Server } = require('socket.io');
@@ -56,15 +58,6 @@ function log(obj) {
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-// Timestamps strictly increase across everything this process stamps, so "the last
-// message" is never ambiguous even when two messages are saved in the same millisecond.
-let lastStamp = 0;
-function stamp() {
-  const t = Math.max(Date.now(), lastStamp + 1);
-  lastStamp = t;
-  return new Date(t).toISOString();
 }
 
 // ---------------------------------------------------------------- in-memory database
@@ -99,12 +92,12 @@ function loadStore() {
     if (record.room) {
       rooms.set(record.room.id, { ...record.room, messages: [], overrides: {} });
       roomByPhone.set(record.room.phone, record.room.id);
-      lastStamp = Math.max(lastStamp, Date.parse(record.room.created_at));
+      seed.stampAfter(record.room.created_at);
     } else if (record.message && rooms.has(record.message.room_id)) {
       const room = rooms.get(record.message.room_id);
       room.messages.push(record.message);
       room.updated_at = record.message.created_at;
-      lastStamp = Math.max(lastStamp, Date.parse(record.message.created_at));
+      seed.stampAfter(record.message.created_at);
     }
   }
 }
@@ -126,25 +119,8 @@ function broadcast(event, id, roomId, ...args) {
 }
 
 function createRoom(phone, name) {
-  const now = stamp();
   const room = {
-    id: crypto.randomUUID(),
-    phone,
-    title: 'Personal',
-    created_at: now,
-    updated_at: now,
-    lead:
-      typeof name === 'string'
-        ? {
-            id: crypto.randomUUID(),
-            name,
-            phone,
-            outstanding: 50000000,
-            loan_type: 'personal_loan',
-            leads_status: 'cold',
-            contact_status: 'contacted',
-          }
-        : null,
+    ...seed.room(phone, name),
     messages: [],
     overrides: {}, // per-room rest_shape / rest_delay_ms / rest_fail
   };
@@ -156,81 +132,17 @@ function createRoom(phone, name) {
 }
 
 function saveMessage(room, userId, text) {
-  const now = stamp();
-  const msg = {
-    id: crypto.randomUUID(),
-    room_id: room.id,
-    user_id: userId,
-    content_type: 'text',
-    content_text: text,
-    wa_message_id: 'wamid.' + crypto.randomBytes(12).toString('hex'),
-    status: 'sent',
-    reply_to_wa_message_id: null,
-    reaction_emoji: null,
-    reaction_to_wa_message_id: null,
-    status_timestamp: null,
-    media_type: null,
-    media_id: null,
-    gcs_filename: null,
-    gcs_url: null,
-    file_size: null,
-    mime_type: null,
-    original_filename: null,
-    metadata: {},
-    created_at: now,
-    updated_at: now,
-  };
+  const msg = seed.message(room.id, userId, text);
   room.messages.push(msg);
-  room.updated_at = now;
+  room.updated_at = msg.created_at;
   persist({ message: msg });
   return msg;
-}
-
-// The `new_room` payload of the seed's roomService.ensureRoom(), exactly.
-function minimalRoomPayload(room) {
-  return {
-    room_id: room.id,
-    room_phone: room.phone,
-    room_title: room.title,
-    room_created_at: room.created_at,
-    room_updated_at: room.updated_at,
-    leads_info: room.lead ? { id: room.lead.id, phone: room.phone, name: room.lead.name } : null,
-    unread_count: 0,
-    last_message: null,
-    participants: [],
-  };
 }
 
 // What GET /rooms/:id answers, in the configured shape of the last message.
 function restRoom(room, shape) {
   const last = room.messages.length ? room.messages[room.messages.length - 1] : null;
-  const data = {
-    room_id: room.id,
-    room_phone: room.phone,
-    room_title: room.title,
-    room_created_at: room.created_at,
-    room_updated_at: room.updated_at,
-    leads_info: room.lead ? { ...room.lead } : null,
-    unread_count: room.messages.length, // nobody reads in this stub
-    message_count: room.messages.length,
-    participants: [],
-  };
-  if (shape === 'nested') {
-    data.last_message = last
-      ? {
-          id: last.id,
-          content_text: last.content_text,
-          content_type: last.content_type,
-          created_at: last.created_at,
-          user_id: last.user_id,
-        }
-      : null;
-  } else {
-    data.last_message_text = last ? last.content_text : null;
-    data.last_message_timestamp = last ? last.created_at : null;
-    data.last_message_type = last ? last.content_type : null;
-  }
-  return data;
+  return seed.restRoom(room, shape, last, room.messages.length);
 }
 
 function restKnobs(room) {
@@ -242,36 +154,6 @@ function restKnobs(room) {
 }
 
 // ---------------------------------------------------------------- HTTP plumbing
-
-function send(res, status, body) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-function readJson(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      if (!text.trim()) return resolve({});
-      try {
-        resolve(JSON.parse(text));
-      } catch (err) {
-        reject(new HttpError(400, 'body is not JSON: ' + err.message));
-      }
-    });
-    req.on('error', reject);
-  });
-}
-
-class HttpError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
 
 function validateKnobs(body) {
   if (body.rest_shape !== undefined && !REST_SHAPES.has(body.rest_shape)) {
@@ -297,12 +179,7 @@ function validateKnobs(body) {
 const tls = process.env.TLS_CERT
   ? { cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) }
   : null;
-const httpServer = (tls ? (handler) => https.createServer(tls, handler) : http.createServer)((req, res) => {
-  handle(req, res).catch((err) => {
-    if (!res.headersSent) send(res, err.status || 500, { error: err.message });
-    else res.end();
-  });
-});
+const httpServer = tls ? https.createServer(tls, handler(handle)) : http.createServer(handler(handle));
 
 const io = new Server(httpServer, { cors: { origin: '*' } });
 
@@ -334,20 +211,10 @@ io.on('connection', (socket) => {
     log({ ...record, event: 'client_event', name: event });
   });
 
-  const roomHandler = (action) => (data, ack) => {
-    const roomId = data && typeof data === 'object' ? data.room_id : undefined;
-    if (typeof roomId === 'string' && roomId) {
-      if (action === 'join') socket.join(`room:${roomId}`);
-      else socket.leave(`room:${roomId}`);
-      const count = io.of('/').adapter.rooms.get(`room:${roomId}`)?.size || 0;
-      log({ event: `room:${action}`, sid: socket.id, room_id: roomId, count });
-      if (typeof ack === 'function') ack({ ok: true, room_id: roomId });
-    } else if (typeof ack === 'function') {
-      ack({ ok: false, error: 'room_id required' });
-    }
-  };
-  socket.on('room:join', roomHandler('join'));
-  socket.on('room:leave', roomHandler('leave'));
+  seed.roomEvents(socket, (action, roomId) => {
+    const count = io.of('/').adapter.rooms.get(`room:${roomId}`)?.size || 0;
+    log({ event: `room:${action}`, sid: socket.id, room_id: roomId, count });
+  });
 
   socket.on('echo', (...args) => {
     const ack = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : null;
@@ -394,7 +261,7 @@ async function customer(body) {
   }
 
   const emitRoom = () => {
-    const payload = minimalRoomPayload(room);
+    const payload = seed.newRoomPayload(room);
     for (let i = 0; i < roomEvents; i++) broadcast('new_room', room.id, room.id, payload);
   };
 

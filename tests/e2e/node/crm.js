@@ -36,6 +36,7 @@
 const http = require('http');
 const { URL } = require('url');
 const { Server } = require('socket.io');
+const { HttpError, send, readJson, handler } = require('./http-json');
 
 const ACK_TIMEOUT_MS = Number(process.env.ACK_TIMEOUT_MS || 2000);
 const ROOM_ID = '7d0c2a5e-93b4-4c1e-9a57-2f6f0e4b8c11';
@@ -116,12 +117,7 @@ async function publishPresence() {
 
 // ---------------------------------------------------------------- socket.io
 
-const httpServer = http.createServer((req, res) => {
-  handle(req, res).catch((err) => {
-    if (!res.headersSent) send(res, err.status || 500, { error: err.message });
-    else res.end();
-  });
-});
+const httpServer = http.createServer(handler(handle));
 
 const io = new Server(httpServer);
 
@@ -220,31 +216,6 @@ supervisors.on('connection', (socket) => {
 });
 
 // ---------------------------------------------------------------- control API
-
-function send(res, status, body) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-class HttpError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-async function readJson(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text.trim()) return {};
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new HttpError(400, 'body is not JSON: ' + err.message);
-  }
-}
 
 function agentParam(body) {
   if (typeof body.agent !== 'string' || !body.agent) throw new HttpError(400, 'agent (string) required');

@@ -1,0 +1,1 @@
+"""Helpers the tests and the benchmark (bench/) share; nothing here needs pytest."""
