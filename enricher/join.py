@@ -22,13 +22,13 @@ id reaches browsers at most once per event name.
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from .expiring import Expiring
+from .join_snapshot import RestView, SnapshotSent, compose, known, latest, why_partial
 from .join_types import (
     NEW_MESSAGE,
     NEW_ROOM,
@@ -42,25 +42,13 @@ from .join_types import (
     NewRoomMode,
     Note,
     NoteKind,
-    Outage,
     Parsers,
     PendingRoom,
     RestFailure,
-    RestView,
-    SnapshotSent,
-    is_rest_last,
-    iso,
-    latest,
     merge_rooms,
 )
-from .payloads import (
-    Message,
-    Parsed,
-    Rejected,
-    Room,
-    build_snapshot,
-    parse_timestamp,
-)
+from .outages import Outages, iso
+from .payloads import Message, Parsed, Rejected, Room, build_snapshot
 
 
 class Join:
@@ -96,7 +84,7 @@ class Join:
             for event in (NEW_MESSAGE, ROOM_MESSAGE)
         }
         self._timers: list[tuple[float, str]] = []
-        self.outages: deque[Outage] = deque(maxlen=limits.max_outages)
+        self.outages = Outages(limits.max_outages, limits.known_room_ttl, limits.clock_skew)
         # Rooms REST showed to be older than every outage (or undated): never asked again.
         self.rooms_checked: Expiring[str, str] = Expiring(
             limits.max_known_rooms, limits.known_room_ttl, self._clock
@@ -121,18 +109,15 @@ class Join:
         """The backend connection is down; ``last_heard`` is the wall-clock moment the
         last packet (event or ping) came from the backend before the loss."""
         self._now = now
-        if self.outages and self.outages[-1].restored_at is None:
-            return []  # still the same outage
-        self.outages.append(Outage(lost_after=last_heard))
+        self.outages.lost(last_heard)
         return []
 
     def upstream_restored(self, at: datetime, now: float) -> list[Action]:
         """The backend connection is up again since ``at`` (wall clock)."""
         self._now = now
-        if not self.outages or self.outages[-1].restored_at is not None:
+        outage = self.outages.restored(at, now)
+        if outage is None:
             return []  # the first connection: nothing was missed
-        outage = self.outages[-1]
-        outage.restored_at, outage.restored = at, now
         fields = {"lost_after": iso(outage.lost_after), "restored_at": iso(at)}
         return [Note(NoteKind.UPSTREAM_OUTAGE, fields)]
 
@@ -166,7 +151,7 @@ class Join:
                 )
             )
         if pending.checking:
-            outcome = self._created_in_outage(answer.value)
+            outcome = self.outages.dates(answer.value.created_at)
             if outcome != "recovered":
                 actions.extend(self._checked(room_id, pending, outcome, answer.value.created_at))
                 return actions
@@ -204,7 +189,7 @@ class Join:
                 # next message asks again.
                 actions.extend(self._checked(room_id, pending, "rest_failed", None))
             elif pending.deadline <= now:
-                reason = None if self._known(pending) else self._partial_reason(pending)
+                reason = None if known(pending) else why_partial(pending)
                 actions.extend(self._send(room_id, pending, now, reason))
             elif pending.grace_until is not None and pending.grace_until <= now:
                 actions.extend(self._send_if_known(room_id, pending, now))
@@ -225,9 +210,7 @@ class Join:
             if pending.checking:
                 actions.extend(self._checked(room_id, pending, "shutdown", None))
                 continue
-            actions.extend(
-                self._send(room_id, pending, now, None if self._known(pending) else reason)
-            )
+            actions.extend(self._send(room_id, pending, now, None if known(pending) else reason))
         return actions
 
     def next_wakeup(self) -> float | None:
@@ -371,14 +354,8 @@ class Join:
 
     def _may_be_lost(self, room_id: str) -> bool:
         """Whether a room never seen may be one created while the connection was down."""
-        outages = self.outages
-        ttl = self.limits.known_room_ttl
-        while (
-            outages and outages[0].restored is not None and outages[0].restored + ttl <= self._now
-        ):
-            outages.popleft()
         return (
-            bool(outages)
+            self.outages.any(self._now)
             and room_id not in self.rooms_checked
             and len(self.pending_rooms) < self.limits.max_pending_rooms
         )
@@ -396,19 +373,6 @@ class Join:
         self.pending_rooms[room_id] = pending
         heapq.heappush(self._timers, (pending.deadline, room_id))
         return [Note(NoteKind.ROOM_CHECK, {"room_id": room_id}), self._fetch(pending, room_id)]
-
-    def _created_in_outage(self, rest: Room) -> str:
-        """``recovered`` when REST dates the room within an outage, else why not."""
-        created = parse_timestamp(rest.created_at)
-        if created is None:
-            return "undated"
-        skew = timedelta(seconds=self.limits.clock_skew)
-        for outage in self.outages:
-            if outage.lost_after - skew <= created and (
-                outage.restored_at is None or created <= outage.restored_at + skew
-            ):
-                return "recovered"
-        return "old"
 
     def _checked(
         self, room_id: str, pending: PendingRoom, outcome: str, created_at: str | None
@@ -464,15 +428,9 @@ class Join:
             pending.next_fetch_at = now + delay
             self._timer(now + delay, pending.room.room_id)
 
-    @staticmethod
-    def _known(pending: PendingRoom) -> bool:
-        """REST has answered, and the room's latest message is known."""
-        rest = pending.rest_room
-        return rest is not None and (rest.last_message is not None or bool(pending.forwarded))
-
     def _send_if_known(self, room_id: str, pending: PendingRoom, now: float) -> list[Action]:
-        """Send the snapshot once the room is known (see :meth:`_known`)."""
-        if not self._known(pending):
+        """Send the snapshot once the room is known (see :func:`.join_snapshot.known`)."""
+        if not known(pending):
             return []
         rest_last = pending.rest_room.last_message if pending.rest_room else None
         if rest_last is not None and rest_last.id is None:
@@ -488,63 +446,30 @@ class Join:
                     return []
         return self._send(room_id, pending, now, None)
 
-    @staticmethod
-    def _partial_reason(pending: PendingRoom) -> str:
-        if pending.rest_room is not None:
-            return "no_message"
-        if pending.rest_failure is not None:
-            return pending.rest_failure
-        return "rest_pending"
-
     def _send(
         self, room_id: str, pending: PendingRoom, now: float, partial_reason: str | None
     ) -> list[Action]:
         del self.pending_rooms[room_id]
         rest = pending.rest_room
-        rest_last = rest.last_message if rest else None
-        view = RestView.of(rest)
-        unseen_by_rest = [m for m in pending.forwarded if not view.shows(m)]
-        if rest is not None:
-            rest_count = (
-                rest.message_count if rest.message_count is not None else int(bool(rest_last))
-            )
-            rest_unread = rest.unread_count if rest.unread_count is not None else rest_count
-        else:
-            rest_count = pending.room.message_count or 0
-            rest_unread = pending.room.unread_count or 0
-        if rest is not None and rest_last is None:
-            # REST names no last message, so none of the forwarded ones is known to be in
-            # its counts; if the counts say there are messages all the same (a last message
-            # of the wrong type, say), the forwarded ones may be among them: never count a
-            # message twice.
-            rest_count = max(0, rest_count - len(unseen_by_rest))
-            rest_unread = max(0, rest_unread - len(unseen_by_rest))
-        last = latest(rest_last, unseen_by_rest)
-        if last is not None and last is rest_last and last.id is None:
-            # the forwarded event of the message REST describes has its id and sender
-            last = next((m for m in pending.forwarded if is_rest_last(m, last)), last)
-        unread_count = rest_unread + len(unseen_by_rest)
-        message_count = max(rest_count + len(unseen_by_rest), int(last is not None))
+        composed = compose(pending)
         snapshot = self._parsers.snapshot(
-            (pending.room, rest, last, unread_count, message_count, partial_reason),
+            (
+                pending.room,
+                rest,
+                composed.last,
+                composed.unread_count,
+                composed.message_count,
+                partial_reason,
+            ),
             lambda: build_snapshot(
                 merge_rooms(pending.room, rest),
-                last,
-                unread_count=unread_count,
-                message_count=message_count,
+                composed.last,
+                unread_count=composed.unread_count,
+                message_count=composed.message_count,
                 partial_reason=partial_reason,
             ),
         )
-        counted = {m.id for m in pending.forwarded if m.id is not None}
-        if rest_last is not None and rest_last.id is not None:
-            counted.add(rest_last.id)
-        self.snapshots_sent[room_id] = SnapshotSent(frozenset(counted), view)
-        if rest_last is None:
-            source = "message"
-        elif unseen_by_rest:
-            source = "rest+message"
-        else:
-            source = "rest"
+        self.snapshots_sent[room_id] = composed.sent
         actions: list[Action] = [
             Note(
                 NoteKind.SNAPSHOT_SENT,
@@ -552,7 +477,7 @@ class Join:
                     "room_id": room_id,
                     "enrichment": snapshot["enrichment"],
                     "reason": partial_reason,
-                    "last_message_from": source if last else None,
+                    "last_message_from": composed.source,
                     "held_seconds": round(now - pending.seen_at, 6),
                 },
             ),

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -23,9 +22,6 @@ NEW_ROOM = "new_room"
 NEW_MESSAGE = "new_message"
 ROOM_MESSAGE = "room:new_message"
 SNAPSHOT = "new_room_complete"
-
-OLDEST = datetime.min.replace(tzinfo=UTC)
-NEWEST = datetime.max.replace(tzinfo=UTC)
 
 
 class NewRoomMode(StrEnum):
@@ -125,101 +121,6 @@ class PendingRoom:
     checking: bool = False
     # New, but its new_room never came: in "raw" mode the snapshot goes out as new_room too.
     recovered: bool = False
-
-
-@dataclass(slots=True)
-class Outage:
-    """A time the backend connection was down, in the backend's wall-clock terms:
-    everything it emitted before ``lost_after`` reached the proxy, what it emitted from
-    then until ``restored_at`` may be lost. ``restored`` is the join's clock at the
-    reconnection, to forget the outage after ``known_room_ttl``."""
-
-    lost_after: datetime
-    restored_at: datetime | None = None
-    restored: float | None = None
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def same_message(event: Message, rest_last: Message) -> bool:
-    """Whether a message event is the one a flat REST answer (no id) describes."""
-    return (
-        event.created_at is not None
-        and event.created_at == rest_last.created_at
-        and rest_last.content_text in (None, event.content_text)
-    )
-
-
-def latest(rest_last: Message | None, unseen_by_rest: list[Message]) -> Message | None:
-    """The room's latest message: REST's, or a forwarded one REST did not show yet."""
-    # REST's latest without a usable time is the oldest view; an event without one, the newest.
-    candidates = [(rest_last.created_at or OLDEST, -1, rest_last)] if rest_last else []
-    candidates += [(m.created_at or NEWEST, i, m) for i, m in enumerate(unseen_by_rest)]
-    return max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
-
-
-def is_rest_last(message: Message, rest_last: Message) -> bool:
-    """Whether a message event is the one REST named as the room's latest."""
-    if rest_last.id is not None:
-        return message.id == rest_last.id
-    return same_message(message, rest_last)
-
-
-@dataclass(slots=True)
-class RestView:
-    """What one REST answer counted, told apart from newer messages as their events come.
-
-    REST counts the messages saved before it answered, ``last`` the latest of them. A
-    room's events arrive in the order its messages were saved, so an event with the same
-    time as ``last`` was counted if it comes before ``last``'s own event, and only while
-    REST's count leaves room for it.
-    """
-
-    last: Message | None
-    uncounted: int | None  # counted by REST, event not come yet; None when REST gave no count
-    last_arrived: bool = False
-
-    @classmethod
-    def of(cls, rest: Room | None) -> RestView:
-        if rest is None:
-            return cls(None, None)
-        return cls(rest.last_message, rest.message_count)
-
-    def shows(self, message: Message) -> bool:
-        """Whether REST counted ``message``; call once per message, in arrival order."""
-        last = self.last
-        if last is None:
-            return False
-        if is_rest_last(message, last):
-            self.last_arrived = True
-            return self._take()
-        if message.created_at is None or last.created_at is None:
-            return False
-        if message.created_at < last.created_at:
-            return self._take()
-        tie_fits = self.uncounted is None or self.uncounted > 1
-        if message.created_at == last.created_at and not self.last_arrived and tie_fits:
-            return self._take()
-        return False
-
-    def _take(self) -> bool:
-        if self.uncounted is not None:
-            self.uncounted = max(0, self.uncounted - 1)
-        return True
-
-
-@dataclass(slots=True)
-class SnapshotSent:
-    """What a sent snapshot counted, so that no later event counts it again."""
-
-    counted_ids: frozenset[str]
-    rest: RestView
-
-    def counts(self, message: Message) -> bool:
-        shown_by_rest = self.rest.shows(message)  # first: it notes REST's latest arriving
-        return shown_by_rest or (message.id is not None and message.id in self.counted_ids)
 
 
 def merge_rooms(first: Room, better: Room | None) -> Room:
