@@ -2,8 +2,8 @@
 
 Browsers connect exactly as they connected to the backend. Their ``room:join`` puts them
 in the local room ``room:<id>`` (the proxy joins the backend's room once, for all of
-them); every other browser event goes to the backend on the proxy's connection, with
-its ack relayed back.
+them: :mod:`.backend_rooms`); every other browser event goes to the backend on the
+proxy's connection, with its ack relayed back.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ import structlog
 from . import jsonwire
 from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess, renewal
 from .admission import EngineSettings, PayloadLimit, engine_translation
+from .backend_rooms import ROOM_JOIN, ROOM_LEAVE, BackendRooms, room_of
 from .background import Background
 from .browsers import BrowserServer, ack_requested, admitted
 from .client_packets import ClientPackets, Refusal, Verdict
@@ -32,7 +32,7 @@ from .internals.websocket import websocket_class
 from .join_types import Emit
 from .jsonwire import event_packet
 from .metrics import Metrics, event_label
-from .payloads import Rejected, room_id_of
+from .payloads import Rejected
 from .recovery import Recovery, Session
 from .refusals import RateLimit, Refusals
 from .shared import STORE_ERRORS, SharedLog
@@ -41,8 +41,6 @@ from .upstream import UpstreamUnavailable, as_socketio_data
 log = structlog.get_logger("enricher.downstream")
 
 RESYNC = "enricher:resync"  # events may have been missed, refetch (to every browser, or one)
-ROOM_JOIN = "room:join"
-ROOM_LEAVE = "room:leave"
 # What socket.io-client adds to the CONNECT auth of a socket that may recover its session.
 RECOVERY_KEYS = frozenset({"pid", "offset"})
 
@@ -62,52 +60,6 @@ class BackendPort(Protocol):
     async def emit(self, event: str, args: tuple[Any, ...]) -> None: ...
 
     async def call(self, event: str, args: tuple[Any, ...], timeout: float) -> Any: ...
-
-
-class RoomMembership:
-    """Which browsers are in which backend room, so the proxy joins each room once."""
-
-    def __init__(self) -> None:
-        self._members: dict[str, set[str]] = defaultdict(set)
-        self._rooms_of: dict[str, set[str]] = defaultdict(set)
-
-    def join(self, sid: str, room_id: str) -> bool:
-        """Add a browser; True when it is the room's first."""
-        members = self._members[room_id]
-        first = not members
-        members.add(sid)
-        self._rooms_of[sid].add(room_id)
-        return first
-
-    def leave(self, sid: str, room_id: str) -> bool:
-        """Remove a browser; True when the room has no browser left."""
-        members = self._members.get(room_id)
-        if not members or sid not in members:
-            return False
-        members.discard(sid)
-        self._rooms_of[sid].discard(room_id)
-        if not self._rooms_of[sid]:
-            del self._rooms_of[sid]
-        if members:
-            return False
-        del self._members[room_id]
-        return True
-
-    def drop(self, sid: str) -> list[str]:
-        """Remove a browser from every room; the rooms left empty."""
-        return [
-            room_id for room_id in list(self._rooms_of.get(sid, ())) if self.leave(sid, room_id)
-        ]
-
-    def rooms(self) -> list[str]:
-        return list(self._members)
-
-    def rooms_of(self, sid: str) -> set[str]:
-        return set(self._rooms_of.get(sid, ()))
-
-    def __len__(self) -> int:
-        """Entries kept: one per room with browsers, one per browser in a room."""
-        return len(self._members) + len(self._rooms_of)
 
 
 @dataclass(frozen=True)
@@ -150,7 +102,7 @@ class Downstream:
             asyncio.get_running_loop().time,
         )
         self.accepting = True
-        self.membership = RoomMembership()
+        self.backend_rooms = BackendRooms(backend.emit)
         self._gate = gate or OpenGate()
         self._room_access = room_access
         self._auth_timeout = settings.auth_timeout
@@ -219,7 +171,7 @@ class Downstream:
             ),
             "browser_backlogs": manager.backlogs,
             "browser_rate_buckets": len(self.rate_limit),
-            "browser_backend_rooms": len(self.membership),
+            "browser_backend_rooms": len(self.backend_rooms),
             "browser_refusal_logs": len(self.refusals),
             **self.clients.sizes(),
             "browser_credentials": len(self._credentials),
@@ -259,7 +211,7 @@ class Downstream:
             for session in recovery.expired():
                 log.info("browser_session_expired", sid=session.sid)
                 try:
-                    await self._release_rooms(session.sid)
+                    await self.backend_rooms.release(session.sid)
                 except Exception:  # the next sessions still go
                     log.exception("browser_session_release_failed", sid=session.sid)
 
@@ -282,7 +234,7 @@ class Downstream:
                 continue
             log.info("browser_session_gone", sid=sid)
             try:
-                await self._release_rooms(sid)
+                await self.backend_rooms.release(sid)
             except Exception:  # the next sessions still go
                 log.exception("browser_session_release_failed", sid=sid)
         self._gone_once = gone - self._gone_once
@@ -317,20 +269,16 @@ class Downstream:
     async def rejoin(self, sid: str, session: Session) -> None:
         """A session given back (kept here, or at another replica): exactly its backend
         rooms (a session kept here earlier may have had others)."""
-        wanted = {room[5:] for room in session.rooms if room.startswith("room:")}
-        for room_id in self.membership.rooms_of(sid) - wanted:
-            if self.membership.leave(sid, room_id):
-                await self._backend_room(ROOM_LEAVE, room_id)
-        for room_id in wanted:
-            if self.membership.join(sid, room_id):
-                await self._backend_room(ROOM_JOIN, room_id)
+        await self.backend_rooms.set_rooms(
+            sid, (room[5:] for room in session.rooms if room.startswith("room:"))
+        )
 
     async def recovery_outcome(self, sid: str, outcome: str, given_up: Session | None) -> None:
         """A browser that presented its session's pid: ``recovered``, or why not (then
         told to refetch, once connected); ``given_up``: a session it did not get back."""
         self._metrics.recoveries.labels(outcome).inc()
         if given_up is not None:
-            await self._release_rooms(given_up.sid)
+            await self.backend_rooms.release(given_up.sid)
         if outcome == "recovered":
             log.info("browser_recovered", sid=sid)
             return
@@ -338,15 +286,6 @@ class Downstream:
         if outcome != "refused":
             await self.sio.emit(RESYNC, {"reason": "recovery_failed"}, to=sid)
             self._metrics.resyncs.labels("recovery_failed").inc()
-
-    async def _release_rooms(self, sid: str) -> None:
-        for room_id in self.membership.drop(sid):
-            await self._backend_room(ROOM_LEAVE, room_id)
-
-    async def rejoin_rooms(self) -> None:
-        """After a new backend connection: join again every room a browser is in."""
-        for room_id in self.membership.rooms():
-            await self._backend_room(ROOM_JOIN, room_id)
 
     async def close(self) -> None:
         """Refuse new browsers and close every connection at the engine.io level, so that
@@ -441,24 +380,11 @@ class Downstream:
         if expiry is not None:
             expiry.cancel()
         if not kept:
-            await self._release_rooms(sid)
-
-    async def _backend_room(self, event: str, room_id: str) -> None:
-        try:
-            await self._backend.emit(event, ({"room_id": room_id},))
-        except UpstreamUnavailable:
-            # Rooms are joined again on the next connection.
-            log.info("backend_room_deferred", event=event, room_id=room_id)
-
-    def _room_of(self, args: tuple[Any, ...]) -> str:
-        payload = args[0] if args else None
-        if not isinstance(payload, dict):
-            raise Rejected("not_an_object")
-        return room_id_of(payload.get("room_id"))
+            await self.backend_rooms.release(sid)
 
     async def _room_join(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
-            room_id = self._room_of(args)
+            room_id = room_of(args)
         except Rejected as exc:
             return self._refuse(ROOM_JOIN, exc.reason, sid)
         if self._room_access is not None:
@@ -470,19 +396,17 @@ class Downstream:
                 return {"error": "disconnected", "event": ROOM_JOIN}
         await self.sio.enter_room(sid, f"room:{room_id}")
         self._metrics.client_events.labels(ROOM_JOIN, "handled").inc()
-        if self.membership.join(sid, room_id):
-            await self._backend_room(ROOM_JOIN, room_id)
+        await self.backend_rooms.join(sid, room_id)
         return {"ok": True, "room_id": room_id}
 
     async def _room_leave(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
-            room_id = self._room_of(args)
+            room_id = room_of(args)
         except Rejected as exc:
             return self._refuse(ROOM_LEAVE, exc.reason, sid)
         await self.sio.leave_room(sid, f"room:{room_id}")
         self._metrics.client_events.labels(ROOM_LEAVE, "handled").inc()
-        if self.membership.leave(sid, room_id):
-            await self._backend_room(ROOM_LEAVE, room_id)
+        await self.backend_rooms.leave(sid, room_id)
         return {"ok": True, "room_id": room_id}
 
     async def undecodable(self, eio_sid: str, packet: str) -> None:
@@ -535,7 +459,7 @@ class Downstream:
         return self._refuse(str(event), reason, sid)
 
     async def release(self, session: Session) -> None:
-        await self._release_rooms(session.sid)
+        await self.backend_rooms.release(session.sid)
 
     def _sid_of(self, eio_sid: str) -> str:
         """A browser's sid in namespace ``/`` where it has one, else its engine.io sid."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from enricher.access import Admission
-from enricher.app import Running
+from enricher.shared_mode import Running
 
 from .conftest import BrowserClient, StubBackend
 
@@ -139,7 +139,7 @@ async def test_only_a_lost_connection_is_kept_for_recovery(
         while manager.eio_sid_from_sid(sid, "/") is not None:  # the server's side of it
             await asyncio.wait_for(backend.sio.emit("test:tick"), 5)
         assert [s.sid for s in recovery.sessions.values()] == [sid]
-        assert downstream.membership.rooms() == ["r1"]  # still in the backend's room
+        assert downstream.backend_rooms.membership.rooms() == ["r1"]  # still in the backend's room
     else:
         # the backend room let go of: nothing kept for it
         assert await asyncio.wait_for(backend.client_events.get(), 5) == (
