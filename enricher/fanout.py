@@ -38,7 +38,8 @@ from .background import Background
 from .internals.sio import Manager
 from .internals.websocket import WebSocket, text_frame
 from .recovery import Recovery
-from .shared import Entry, SharedLog, identity
+from .shared import SharedLog
+from .shared_entries import Entry, identity
 
 log = structlog.get_logger("enricher.downstream")
 

@@ -18,17 +18,18 @@ Redis is not on the way of an event to its browsers when it is slow or down: pas
 Redis answers again it appends a gap (if anything went out directly), so that nobody is
 replayed across it as if nothing had been missed. A sequence that went back (Redis flushed,
 restored from an older snapshot) is noticed by its generation and started anew.
+
+What an entry holds, and its fields in the stream, is in enricher/shared_entries.py. An
+entry that cannot be read (written by hand, by another program, or damaged) is a gap too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,8 +37,8 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
-from .join_types import NEW_MESSAGE, NEW_ROOM, ROOM_MESSAGE, SNAPSHOT
 from .recovery import Session
+from .shared_entries import Entry, MalformedEntry, Pending, read_entry
 
 log = structlog.get_logger()
 
@@ -114,55 +115,6 @@ HEARTBEAT = 2.0
 ALIVE = 6.0
 
 
-def identity(event: str, data: Sequence[Any]) -> str | None:
-    """What makes one replica's broadcast the same event as another's, when the content
-    alone may not: a room's snapshot is one per room (replicas may build it from different
-    answers), a message one per id. None: the content tells."""
-    payload = data[0] if data else None
-    if not isinstance(payload, dict):
-        return None
-    if event in (SNAPSHOT, NEW_ROOM):
-        key = payload.get("room_id", payload.get("id"))
-    elif event in (NEW_MESSAGE, ROOM_MESSAGE):
-        key = payload.get("id")
-    else:
-        return None
-    if isinstance(key, str | int) and not isinstance(key, bool):
-        return f"{event}\x00{key}"
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A broadcast as the replicas share it (``packet`` None: a gap)."""
-
-    number: int
-    packet: str | None
-    rooms: tuple[str, ...] | None
-    skip: tuple[str, ...]
-    attachments: tuple[bytes, ...]
-    key: str | None = None  # the dedup key it was appended with (what event it is)
-
-
-@dataclass(slots=True)
-class _Pending:
-    packet: str | None
-    rooms: Sequence[str] | None
-    skip: Sequence[str]
-    attachments: Sequence[bytes]
-    kind: str  # none (appended whatever is there), id, content
-    dedup: str  # the dedup key
-
-    def entry(self, number: int) -> Entry:
-        return Entry(
-            number,
-            self.packet,
-            None if self.rooms is None else tuple(self.rooms),
-            tuple(self.skip),
-            tuple(self.attachments),
-        )
-
-
 Deliver = Callable[[Entry], Awaitable[None]]
 
 
@@ -193,7 +145,7 @@ class SharedLog:
         self._retry = retry
         self._append: Any = self.redis.register_script(APPEND)
         self._take: Any = self.redis.register_script(TAKE)
-        self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._pending: asyncio.Queue[Pending] = asyncio.Queue()
         self.generation: str | None = None  # the sequence's, once Redis was reached
         self.up = False
         self._position = 0  # the last number delivered
@@ -201,7 +153,7 @@ class SharedLog:
         # replica could have seen their event (it started, or its backend connection came
         # back, later).
         self._floor = 0
-        self._unread: dict[int, _Pending] = {}  # appended here, not read back yet
+        self._unread: dict[int, Pending] = {}  # appended here, not read back yet
         # While a batch is being appended: the events read back meanwhile that no earlier
         # batch of this replica appended (by dedup key). If the append then times out, it
         # may have gone through all the same: those are not sent to browsers again.
@@ -257,12 +209,9 @@ class SharedLog:
         """Queue a broadcast for the shared sequence (in the order of the calls).
         ``identity``: what makes it the same event at every replica (None: its content);
         ``unique``: this replica's own (to one of its browsers), never merged."""
-        kind = "none" if unique else "id" if identity is not None else "content"
-        what = [identity or packet, rooms, sorted(skip)]
-        if kind == "content":
-            what.append([hashlib.sha256(part).hexdigest() for part in attachments])
-        dedup = f"{TAG}:{kind}:{hashlib.sha256(orjson.dumps(what)).hexdigest()[:32]}"
-        self._pending.put_nowait(_Pending(packet, rooms, skip, attachments, kind, dedup))
+        self._pending.put_nowait(
+            Pending.of(packet, rooms, skip, attachments, identity=identity, unique=unique, tag=TAG)
+        )
 
     async def _write_forever(
         self, deliver: Deliver, direct: Deliver, on_state: Callable[[bool], None]
@@ -304,18 +253,7 @@ class SharedLog:
                 if number > self._position:
                     self._unread[int(number)] = item
 
-    async def _queue_append(self, pipe: Any, item: _Pending) -> None:
-        fields: list[str | bytes] = ["k", item.dedup]
-        if item.packet is not None:
-            fields += ["p", item.packet]
-        if item.rooms is not None:
-            fields += ["r", orjson.dumps(list(item.rooms))]
-        if item.skip:
-            fields += ["s", orjson.dumps(list(item.skip))]
-        for index, attachment in enumerate(item.attachments):
-            fields += [f"a{index}", attachment]
-        if item.packet is None:
-            fields = ["gap", "1"]
+    async def _queue_append(self, pipe: Any, item: Pending) -> None:
         ttl = CONTENT_WINDOW_MS if item.kind == "content" else self._identity_ms
         await self._append(
             keys=[*self._keys, item.dedup],
@@ -326,12 +264,12 @@ class SharedLog:
                 self._max_events,
                 self.replica,
                 self._floor,
-                *fields,
+                *item.fields(),
             ],
             client=pipe,
         )
 
-    async def _direct(self, direct: Deliver, item: _Pending) -> None:
+    async def _direct(self, direct: Deliver, item: Pending) -> None:
         self._went_direct = True
         if item.packet is not None:
             await direct(item.entry(0))
@@ -395,7 +333,7 @@ class SharedLog:
             return self._position
         async with asyncio.timeout(APPEND_TIMEOUT):
             async with self.redis.pipeline(transaction=False) as pipe:
-                await self._queue_append(pipe, _Pending(None, None, (), (), "none", TAG))
+                await self._queue_append(pipe, Pending(None, None, (), (), "none", TAG))
                 [gap] = await pipe.execute()
         return int(gap) - 1
 
@@ -417,7 +355,7 @@ class SharedLog:
                     for entry_id, fields in entries:
                         if not self.up:  # the writer delivers what it appended itself
                             break
-                        entry = _entry(entry_id, fields)
+                        entry = self._read(entry_id, fields)
                         earlier = self._unread.pop(entry.number, None) is not None
                         if entry.number <= self._position:
                             continue
@@ -425,6 +363,17 @@ class SharedLog:
                             self._read_meanwhile[entry.key] += 1
                         self._position = entry.number
                         await self._deliver(deliver, entry)
+
+    @staticmethod
+    def _read(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+        """An entry read from the stream. One that cannot be read is a gap: its event
+        reaches no browser, nobody is replayed across it, and the entries after it are
+        delivered (an error here would stop every replica reading it)."""
+        try:
+            return read_entry(entry_id, fields)
+        except MalformedEntry as exc:
+            log.warning("recovery_store_entry_malformed", number=exc.number, reason=exc.reason)
+            return Entry(exc.number, None, None, (), ())
 
     @staticmethod
     async def _deliver(deliver: Deliver, entry: Entry) -> None:
@@ -442,7 +391,7 @@ class SharedLog:
         """The entries numbered ``after + 1`` to ``through`` still in the stream."""
         async with asyncio.timeout(SESSION_TIMEOUT):
             entries = await self.redis.xrange(self._keys[0], f"{after + 1}-1", f"{through}-1")
-        return [_entry(entry_id, fields) for entry_id, fields in entries]
+        return [self._read(entry_id, fields) for entry_id, fields in entries]
 
     # -- replicas --------------------------------------------------------------------------
 
@@ -528,22 +477,3 @@ class SharedLog:
         except STORE_ERRORS:
             pass
         await self.redis.aclose()
-
-
-def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    """An entry as read from the stream."""
-    packet = fields.get(b"p")
-    key = fields.get(b"k")
-    rooms = fields.get(b"r")
-    skip = fields.get(b"s")
-    attachments: list[bytes] = []
-    while (attachment := fields.get(b"a%d" % len(attachments))) is not None:
-        attachments.append(attachment)
-    return Entry(
-        int(entry_id.split(b"-")[0]),
-        None if packet is None else packet.decode(),
-        None if rooms is None else tuple(orjson.loads(rooms)),
-        () if skip is None else tuple(orjson.loads(skip)),
-        tuple(attachments),
-        None if key is None else key.decode(),
-    )

@@ -9,9 +9,10 @@ import pytest
 import redis
 import redis.asyncio.client
 
-from enricher.app import Running
 from enricher.recovery import Session
-from enricher.shared import Deliver, Entry, SharedLog
+from enricher.shared import TAG, Deliver, SharedLog
+from enricher.shared_entries import Entry
+from enricher.shared_mode import Running
 
 from ..tools import Balancer, RedisServer
 from .conftest import StubBackend
@@ -313,6 +314,38 @@ async def test_equal_events_of_a_replica_that_starts_late_and_one_that_stops(
             got = await b.take(b.delivered, 8)
             assert [entry.number for entry in got] == list(range(4, 12))
             assert b.delivered.empty()
+
+
+async def test_a_malformed_entry_is_a_gap_and_every_replica_reads_on(
+    redis_server: RedisServer,
+) -> None:
+    """Entries enricher did not write (by hand, by another program, damaged) stop no
+    replica: each is a gap, and the entries after it are delivered as they came."""
+    async with Replica(redis_server.url) as a, Replica(redis_server.url) as b:
+        a.log.append('2["e",1]', None, (), unique=True)
+        for replica in (a, b):
+            [entry] = await replica.take(replica.delivered, 1)
+            assert (entry.number, entry.packet) == (1, '2["e",1]')
+        malformed: list[dict[str, str | bytes]] = [
+            {"k": "x", "p": b"\xff\xfe"},  # not UTF-8
+            {"k": "x", "p": '2["e"]', "r": "room:r1"},  # rooms not JSON
+            {"k": "x", "p": '2["e"]', "s": '{"sid":1}'},  # skip not a list of sids
+            {"x": "1"},  # neither a packet nor a gap
+        ]
+        with redis.Redis(port=redis_server.port) as client:
+            for fields in malformed:
+                number = client.incr(f"{TAG}:sequence")
+                client.xadd(f"{TAG}:events", fields, id=f"{number}-1")  # type: ignore[arg-type]
+        a.log.append('2["e",6]', None, (), unique=True)
+        expected = [(2, None), (3, None), (4, None), (5, None), (6, '2["e",6]')]
+        for replica in (a, b):
+            got = await replica.take(replica.delivered, 5)
+            assert [(entry.number, entry.packet) for entry in got] == expected
+        assert [(entry.number, entry.packet) for entry in await b.log.fetch(1, 6)] == expected
+        b.log.append('2["e",7]', None, (), unique=True)
+        for replica in (a, b):
+            [entry] = await replica.take(replica.delivered, 1)
+            assert (entry.number, entry.packet) == (7, '2["e",7]')
 
 
 async def test_a_browser_cut_from_one_replica_recovers_at_the_other(

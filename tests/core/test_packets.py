@@ -132,8 +132,8 @@ def test_numbers_longer_than_any_id_are_no_packet() -> None:
 
 
 async def test_a_session_that_leaves_does_not_cancel_the_others_rest_answer() -> None:
+    from enricher.across_sessions import SharedRooms
     from enricher.join_types import RestFailure
-    from enricher.relay import SharedRooms
 
     asked, answered = asyncio.Event(), asyncio.Event()
 
