@@ -12,9 +12,10 @@ import socketio
 from aiohttp import web
 from socketio import packet
 
-from enricher.app import Running, running
+from enricher.app import running
 from enricher.config import load_settings
 from enricher.logs import configure_logging
+from enricher.shared_mode import Running
 
 from ..core.world import Backend
 
@@ -158,7 +159,8 @@ class LeavingClient(socketio.AsyncClient):  # type: ignore[misc]
     async def disconnect(self) -> None:
         if self.connected and self.eio.state == "connected":
             for namespace in self.namespaces:
-                await self._send_packet(self.packet_class(packet.DISCONNECT, namespace=namespace))
+                leaving = self.packet_class(packet.DISCONNECT, namespace=namespace)
+                await self.eio.send(leaving.encode())
             await self.eio.queue.join()  # written
         await super().disconnect()
 

@@ -18,9 +18,11 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from enricher.app import Running, RunningTransparent, running
+from enricher.app import running
 from enricher.config import load_settings
 from enricher.logs import configure_logging
+from enricher.shared_mode import Running
+from enricher.transparent_mode import RunningTransparent
 
 from .conftest import BrowserClient, StubBackend
 

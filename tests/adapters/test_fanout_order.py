@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from enricher import join
-from enricher.app import Running, RunningTransparent
 from enricher.internals import websocket as websockets_module
+from enricher.shared_mode import Running
+from enricher.transparent_mode import RunningTransparent
 
 from .conftest import StubBackend
 from .test_access import connect

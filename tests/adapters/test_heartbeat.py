@@ -10,7 +10,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from enricher.app import Running, RunningTransparent
+from enricher.shared_mode import Running
+from enricher.transparent_mode import RunningTransparent
 
 from .conftest import StubBackend
 from .test_transparent import transparent

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from enricher.app import Running
+from enricher.shared_mode import Running
 
+from ..support.network import cut
 from ..tools import until
 from .conftest import StubBackend
 from .test_access import backend_auth, endpoint, proxy_for
@@ -23,11 +24,6 @@ URL = "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket"
 def browser_tables(proxy: Running) -> dict[str, int]:
     """What enricher keeps of its browsers (not the sessions kept for their return)."""
     return {k: v for k, v in proxy.downstream.sizes().items() if k.startswith("browser_")}
-
-
-def lose(ws: aiohttp.ClientWebSocketResponse) -> None:
-    """The connection cut under the browser: no close frame."""
-    ws._response.connection.transport.abort()
 
 
 async def test_a_lost_websocket_leaves_nothing_behind_and_gives_its_connection_back(
@@ -46,7 +42,7 @@ async def test_a_lost_websocket_leaves_nothing_behind_and_gives_its_connection_b
             await ws.send_str("40")
             assert (await asyncio.wait_for(ws.receive_str(), 5)).startswith("40")
             assert browser_tables(proxy) != left
-            lose(ws)
+            cut(ws)
             await asyncio.wait_for(until(lambda: browser_tables(proxy) == left), 5)
         assert proxy.downstream.sizes()["recovery_sessions"] == 2  # kept for their return
 
@@ -76,13 +72,13 @@ async def test_a_websocket_lost_while_its_credentials_are_checked_leaves_nothing
         await ws.send_str("40")
         await asyncio.wait_for(asked.wait(), 5)
         (served,) = proxy.downstream._websockets.values()
-        lose(ws)
+        cut(ws)
         await asyncio.wait_for(until(served.transport.is_closing), 5)  # enricher saw it
         answer.set()
         await asyncio.wait_for(until(lambda: browser_tables(proxy) == left), 5)
         assert abandoned == [False]
         assert admitted() == 1
-        assert proxy.metrics.browsers._value.get() == 0
+        assert proxy.metrics.registry.get_sample_value("enricher_browsers_connected") == 0
 
 
 async def test_an_upgrade_completed_after_its_socket_closed_is_closed_too(

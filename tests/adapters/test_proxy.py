@@ -11,8 +11,9 @@ import pytest
 import socketio
 from aiohttp import web
 
-from enricher.app import Running, running
+from enricher.app import running
 from enricher.config import load_settings
+from enricher.shared_mode import Running
 
 from .. import tools
 from .conftest import BrowserClient, StubBackend
@@ -268,7 +269,9 @@ async def test_payloads_nested_too_deep_to_decode(
     await backend.sio.eio.send(proxy_sid, '2["agent:deep",' + deep_json(20_000) + "]")
     await backend.sio.emit("agent:after", 1)
     assert await second.next("agent:after") == ("agent:after", (1,))
-    rejected = proxy.metrics.rejected.labels("other", "too_deep")._value.get()
+    rejected = proxy.metrics.registry.get_sample_value(
+        "enricher_payloads_rejected_total", {"event": "other", "reason": "too_deep"}
+    )
     assert rejected == 1
 
     answers: asyncio.Queue[Any] = asyncio.Queue()
@@ -290,7 +293,9 @@ async def test_a_browser_over_its_event_rate_gets_error_acks(
     assert answers[:5] == [0, 1, 2, 3, 4]  # its burst
     assert answers[5:] == [{"error": "rate_limited", "event": "echo"}] * 7
     assert await calm.sio.call("echo", "mine", timeout=5) == "mine"  # a bucket each
-    refused = proxy.metrics.client_events.labels("other", "rate_limited")._value.get()
+    refused = proxy.metrics.registry.get_sample_value(
+        "enricher_client_events_total", {"event": "other", "outcome": "rate_limited"}
+    )
     assert refused == 7
 
 

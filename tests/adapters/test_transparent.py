@@ -14,10 +14,12 @@ from typing import Any
 import aiohttp
 import jwt
 
-from enricher.app import RunningTransparent, running
+from enricher.app import running
 from enricher.config import load_settings
 from enricher.logs import configure_logging
+from enricher.transparent_mode import RunningTransparent
 
+from ..support.network import cut
 from ..tools import until
 from .conftest import StubBackend
 from .test_access import connect
@@ -183,7 +185,7 @@ async def test_a_closed_tab_leaves_at_once_a_lost_connection_is_kept(
         (closing, closing_sid), (lost, lost_sid) = sids
         await closing.close(code=aiohttp.WSCloseCode.GOING_AWAY)
         assert await asyncio.wait_for(backend.disconnections.get(), 5) == closing_sid
-        lost._response.connection.transport.abort()  # no close frame
+        cut(lost)  # no close frame
         await asyncio.wait_for(until(lambda: len(proxy.relay.kept) == 1), 5)
         (kept,) = proxy.relay.kept.values()
         assert kept.sid == lost_sid

@@ -10,7 +10,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from enricher.access import Credentials
-from enricher.passthrough import Rules, answer_headers, request_headers, target_url
+from enricher.proxy_rules import Rules, answer_headers, request_headers, target_url
 
 BACKEND = URL("http://backend:3000")
 
