@@ -33,16 +33,17 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return written
 
 
-def setup() -> tuple[Refusals, Counter, Clock]:
+def setup() -> tuple[Refusals, CollectorRegistry, Clock]:
     clock = Clock()
-    counter = Counter("events", "", ["event", "outcome"], registry=CollectorRegistry())
-    return Refusals(counter, clock), counter, clock
+    registry = CollectorRegistry()
+    counter = Counter("events", "", ["event", "outcome"], registry=registry)
+    return Refusals(counter, clock), registry, clock
 
 
 def test_a_browser_refused_without_end_is_logged_at_a_pace_and_counted_every_time(
     lines: list[dict[str, Any]],
 ) -> None:
-    refusals, counter, clock = setup()
+    refusals, registry, clock = setup()
     answers = [refusals.refuse("b1", "x", "event_not_allowed", "s1") for _ in range(100)]
     assert len(lines) == LOG_BURST
     refusals.refuse("b2", "x", "event_not_allowed")  # another browser: its own pace
@@ -50,8 +51,11 @@ def test_a_browser_refused_without_end_is_logged_at_a_pace_and_counted_every_tim
     clock.now = 1.0
     refusals.refuse("b1", "room:new_message", "rate_limited", "s1")
     assert answers == [{"error": "event_not_allowed", "event": "x"}] * 100
-    assert counter.labels("other", "event_not_allowed")._value.get() == 101
-    assert counter.labels("room:new_message", "rate_limited")._value.get() == 1
+    counted = lambda event, outcome: registry.get_sample_value(  # noqa: E731
+        "events_total", {"event": event, "outcome": outcome}
+    )
+    assert counted("other", "event_not_allowed") == 101
+    assert counted("room:new_message", "rate_limited") == 1
     assert lines[0] == {
         "event": "client_event_refused",
         "log_level": "warning",
