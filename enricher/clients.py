@@ -15,8 +15,8 @@ from .refusals import LOG_BURST, LOG_RATE, RateLimit
 
 log = structlog.get_logger("enricher.clients")
 
-_CLIENT = "enricher.client"  # in a handshake request: its client, counted
-_SID = "enricher.eio_sid"  # and the engine.io connection it opened
+_CLIENT = web.RequestKey("enricher.client", str)  # in a handshake request: its client, counted
+_SID = web.RequestKey("enricher.eio_sid", str)  # and the engine.io connection it opened
 
 
 def client_address(request: web.BaseRequest, trusts: Callable[[str | None], bool]) -> str:
