@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import structlog
 
-from . import transparent_mode
+from . import __version__, transparent_mode
 from .access import Gate, RoomAccess, make_gate
 from .admission import EngineSettings
 from .backend import CircuitBreaker, RoomFetcher
@@ -37,6 +37,10 @@ ANSWER_HEADER_LIMIT = 64 * 1024  # one header of the backend's answers (a big Se
 async def running(settings: Settings) -> AsyncIterator[Running | RunningTransparent]:
     """Start the proxy; on exit, send every held room and stop cleanly."""
     metrics = Metrics()
+    recovery = settings.recovery
+    metrics.describe(
+        __version__, settings.upstream.mode, recovery.store if recovery.enabled else "none"
+    )
     tls = client_context(settings.upstream.tls_verify, settings.upstream.tls_ca_file)
     # No cookie jar: a cookie the backend sets in one answer must never travel with
     # another request (another browser's credentials check above all).

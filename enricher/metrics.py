@@ -50,6 +50,36 @@ SNAPSHOT_REASONS = frozenset(
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
+# Label values exported at 0 from the start, so that a rate, a dashboard panel or an alert
+# has a series before the first one happens (a counter's child otherwise appears with it).
+KNOWN_OUTCOMES = {
+    "recoveries": (
+        "recovered",
+        "unknown_session",
+        "expired",
+        "events_dropped",
+        "too_many_missed",
+        "unknown_offset",
+        "session_in_use",
+        "refused",
+        "store_unavailable",
+    ),
+    "browsers_dropped": ("backlog", "credentials_expired", "credentials_revoked"),
+    "browser_admissions": ("admitted",),
+    "backend_connects": ("connected", "unreachable", "timeout", "tls", "refused", "no_open_packet"),
+    "room_checks": (
+        "recovered",
+        "old",
+        "undated",
+        "not_found",
+        "rest_failed",
+        "capacity",
+        "shutdown",
+    ),
+    "resyncs": ("upstream_reconnected", "recovery_failed"),
+    "http_upstream_errors": ("unreachable", "timeout", "error", "broken"),
+}
+
 
 def event_label(event: str) -> str:
     """An event name fit for a label: the product's own events by name, the rest as ``other``."""
@@ -84,6 +114,14 @@ class Metrics:
         # process_* (CPU, memory, file descriptors), python_gc_*, python_info
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)
+        self.info = Gauge(
+            "enricher_info",
+            "Always 1; its labels say how this process runs: version, mode (upstream.mode: "
+            "transparent or shared) and recovery_store (none, memory or redis). Alerts and "
+            "dashboards join on it to tell the modes apart.",
+            ["version", "mode", "recovery_store"],
+            registry=registry,
+        )
         self.upstream_connected = Gauge(
             "enricher_upstream_connected",
             "1 while the upstream Socket.IO connection is up.",
@@ -297,6 +335,14 @@ class Metrics:
         )
         self._direct = self.deliveries.labels("direct")
         self._queued = self.deliveries.labels("queued")
+        for name, outcomes in KNOWN_OUTCOMES.items():
+            for outcome in outcomes:
+                getattr(self, name).labels(outcome)
+        self.snapshots.labels("complete", "")
+
+    def describe(self, version: str, mode: str, recovery_store: str) -> None:
+        """Say how this process runs (``enricher_info``)."""
+        self.info.labels(version, mode, recovery_store).set(1)
 
     def received(self, event: str) -> None:
         """One event from the backend (a label's child looked up once: it is per event)."""
