@@ -1,6 +1,8 @@
 """Command-line tools the tests use that are not Python packages."""
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -8,8 +10,9 @@ import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -174,6 +177,91 @@ class RedisServer:
         if self._proc is not None:
             self._proc.terminate()
             self._proc.wait(timeout=10)
+            self._proc = None
+
+
+class PrometheusServer:
+    """A real Prometheus (Debian's prometheus package) of its own, in ``where``, scraping
+    ``targets`` (host:port of /metrics) every second as job ``job``, evaluating ``rules``
+    (a rules file) every second; :meth:`query` and :meth:`query_range` ask its HTTP API."""
+
+    def __init__(self, where: Path, targets: list[str], rules: Path, job: str = "enricher") -> None:
+        command = shutil.which("prometheus")
+        if command is None:
+            if os.environ.get("CI"):
+                pytest.fail("prometheus is missing: .ci/run installs Debian's prometheus package")
+            pytest.skip("prometheus is not installed (apt-get install prometheus)")
+        self._command = command
+        self._where = where
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(rules)],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+        }
+        (where / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = where / "prometheus.log"
+
+    def start(self) -> None:
+        """Started; :meth:`ready` waits until it answers."""
+        self._proc = subprocess.Popen(
+            [self._command, f"--config.file={self._where / 'prometheus.yml'}",
+             f"--storage.tsdb.path={self._where / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=self._log.open("wb"),
+        )  # fmt: skip
+
+    async def ready(self, timeout: float = 30) -> None:
+        assert self._proc is not None
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        if self._proc.poll() is not None:
+                            pytest.fail(f"prometheus exited: {self.log()}")
+                        with contextlib.suppress(aiohttp.ClientError):
+                            async with session.get(self.url + "/-/ready") as resp:
+                                if resp.status == 200:
+                                    return
+                        await asyncio.sleep(0.1)
+            except TimeoutError:
+                pytest.fail(f"prometheus not ready within {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        return self._log.read_text(errors="replace")[-4000:]
+
+    async def _get(self, path: str, **params: str) -> Any:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.url + path, params=params) as resp,
+        ):
+            body = await resp.json()
+        assert body.get("status") == "success", f"{path} {params}: {body}"
+        return body["data"]
+
+    async def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query now: its series, each ``{"metric": labels, "value": [t, v]}``."""
+        data = await self._get("/api/v1/query", query=expr)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    async def query_range(self, expr: str, start: float, end: float, step: float) -> list[Any]:
+        data = await self._get(
+            "/api/v1/query_range", query=expr, start=str(start), end=str(end), step=str(step)
+        )
+        result: list[Any] = data["result"]
+        return result
+
+    async def rules(self) -> list[dict[str, Any]]:
+        data = await self._get("/api/v1/rules")
+        return [rule for group in data["groups"] for rule in group["rules"]]
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
             self._proc = None
 
 
