@@ -10,6 +10,7 @@ import contextlib
 import gc
 import ipaddress
 import signal
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -17,6 +18,7 @@ import structlog
 
 from . import __version__, transparent_mode
 from .access import Gate, RoomAccess, make_gate
+from .admin_view import UNWATCHED, AdminView, BrowserWatch
 from .admission import EngineSettings
 from .backend import CircuitBreaker, RoomFetcher
 from .config import Settings
@@ -79,24 +81,65 @@ async def running(settings: Settings) -> AsyncIterator[Running | RunningTranspar
         rules = _rules(settings)
         passthrough = _passthrough(settings, http_session, gate, metrics, rules)
         engine = _engine(settings)
-        if settings.upstream.mode == "transparent":
-            async with transparent_mode.started(
-                settings, metrics, fetcher, gate, passthrough, tls, engine=engine, rules=rules
-            ) as started_transparent:
-                yield started_transparent
-            return
-        room_access = (
-            RoomAccess(
-                access_session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl
-            )
-            if settings.auth.room_check
-            else None
+        admin_ui = settings.admin_ui
+        view: BrowserWatch = (
+            AdminView(admin_ui.username, admin_ui.password.get_secret_value(), admin_ui.origins)
+            if admin_ui.enabled
+            else UNWATCHED
         )
-        proxy = SharedMode(
-            settings, metrics, fetcher, gate, room_access, tls, engine=engine, rules=rules
-        )
-        async with proxy.started(passthrough) as started:
-            yield started
+        async with _viewing(view):
+            if settings.upstream.mode == "transparent":
+                async with transparent_mode.started(
+                    settings, metrics, fetcher, gate, passthrough, tls,
+                    engine=engine, rules=rules, view=view,
+                ) as started_transparent:  # fmt: skip
+                    yield started_transparent
+                return
+            async with _shared(settings, metrics, fetcher, gate, access_session, tls,
+                               passthrough, engine=engine, rules=rules, view=view) as started:  # fmt: skip
+                yield started
+
+
+@contextlib.asynccontextmanager
+async def _viewing(view: BrowserWatch) -> AsyncIterator[None]:
+    """The Admin UI's view runs as long as the proxy (when it is on)."""
+    if not isinstance(view, AdminView):
+        yield
+        return
+    task = asyncio.create_task(view.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def _shared(
+    settings: Settings,
+    metrics: Metrics,
+    fetcher: RoomFetcher,
+    gate: Gate,
+    access_session: aiohttp.ClientSession,
+    tls: ssl.SSLContext | None,
+    passthrough: Passthrough,
+    *,
+    engine: EngineSettings,
+    rules: Rules,
+    view: BrowserWatch,
+) -> AsyncIterator[Running]:
+    """Shared mode, with what only it uses: the room checks of ``room:join``."""
+    room_access = (
+        RoomAccess(access_session, fetcher.room_url, settings.auth.timeout, settings.auth.cache_ttl)
+        if settings.auth.room_check
+        else None
+    )
+    proxy = SharedMode(
+        settings, metrics, fetcher, gate, room_access, tls, engine=engine, rules=rules, view=view
+    )
+    async with proxy.started(passthrough) as started:
+        yield started
 
 
 def _engine(settings: Settings) -> EngineSettings:

@@ -181,6 +181,24 @@ class RecoverySettings(_Section):
         return self
 
 
+class AdminUiSettings(_Section):
+    enabled: bool = False
+    username: str = "admin"
+    password: SecretStr = SecretStr("")
+    origins: list[str] = ["https://admin.socket.io"]
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AdminUiSettings:
+        if self.enabled and len(self.password.get_secret_value()) < 12:
+            raise ValueError(
+                "admin_ui.enabled needs admin_ui.password, of 12 characters at least "
+                "(ENRICHER_ADMIN_UI__PASSWORD): the Admin UI shows who is connected"
+            )
+        if self.enabled and not self.username:
+            raise ValueError("admin_ui.enabled needs an admin_ui.username")
+        return self
+
+
 JwtAlgorithm = Literal[
     "HS256",
     "HS384",
@@ -290,6 +308,7 @@ class Settings(BaseSettings):
     websocket: WebSocketSettings = WebSocketSettings()
     http: HttpSettings = HttpSettings()
     recovery: RecoverySettings = RecoverySettings()
+    admin_ui: AdminUiSettings = AdminUiSettings()
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()

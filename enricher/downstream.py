@@ -20,6 +20,7 @@ import structlog
 
 from . import jsonwire
 from .access import Admission, Credentials, Gate, OpenGate, Refused, RoomAccess, renewal
+from .admin_view import UNWATCHED, BrowserWatch
 from .admission import EngineSettings, PayloadLimit, engine_translation
 from .backend_rooms import ROOM_JOIN, ROOM_LEAVE, BackendRooms, room_of
 from .background import Background
@@ -91,8 +92,10 @@ class Downstream:
         room_access: RoomAccess | None = None,
         recovery: Recovery | None = None,
         shared: SharedLog | None = None,
+        view: BrowserWatch = UNWATCHED,
     ) -> None:
         self._backend = backend
+        self.view = view  # the Admin UI's, when it is on
         self._metrics = metrics
         self._allowed = None if settings.client_events == "*" else frozenset(settings.client_events)
         self._ack_timeout = settings.ack_timeout
@@ -142,6 +145,7 @@ class Downstream:
         # compression setting and what the direct broadcast path needs; and its request
         # translation, which hands polling bodies over with a reader of ours.
         node_engine(self.sio.eio, websocket, engine_translation(trusts))
+        view.watch(self.sio.eio)
         self.clients = ConnectionLimit(
             engine.max_connections_per_client, trusts, self.sio.eio.sockets, metrics
         )
@@ -335,6 +339,8 @@ class Downstream:
         self._credentials[sid] = credentials
         self._watch(sid, admission)
         self._metrics.browsers.inc()
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/") or sid
+        self.view.connected("/", sid, eio_sid, self.view.describe(environ))
         log.debug("browser_connected", sid=sid, remote=environ.get("REMOTE_ADDR"))
 
     def _watch(self, sid: str, admission: Admission) -> None:
@@ -370,6 +376,7 @@ class Downstream:
 
     async def _disconnect(self, sid: str, reason: str | None = None) -> None:
         self._metrics.browsers.dec()
+        self.view.disconnected("/", sid, str(reason))
         kept = sid in self.sio.persisted  # its session may come back: its rooms stay
         log.debug("browser_disconnected", sid=sid, reason=str(reason), recoverable=kept)
         self.sio.pids.pop(sid, None)
@@ -395,6 +402,7 @@ class Downstream:
             if sid not in self._credentials:  # it left while the backend was asked
                 return {"error": "disconnected", "event": ROOM_JOIN}
         await self.sio.enter_room(sid, f"room:{room_id}")
+        self.view.joined("/", f"room:{room_id}", sid)
         self._metrics.client_events.labels(ROOM_JOIN, "handled").inc()
         await self.backend_rooms.join(sid, room_id)
         return {"ok": True, "room_id": room_id}
@@ -405,6 +413,7 @@ class Downstream:
         except Rejected as exc:
             return self._refuse(ROOM_LEAVE, exc.reason, sid)
         await self.sio.leave_room(sid, f"room:{room_id}")
+        self.view.left("/", f"room:{room_id}", sid)
         self._metrics.client_events.labels(ROOM_LEAVE, "handled").inc()
         await self.backend_rooms.leave(sid, room_id)
         return {"ok": True, "room_id": room_id}

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from . import server
+from .admin_view import BrowserWatch
 from .config import Settings, split_address
 from .metrics import Metrics
 from .ops import admin_app
@@ -29,16 +30,18 @@ async def listen(
     passthrough: Passthrough,
     metrics: Metrics,
     checks: Callable[[], dict[str, bool]],
+    view: BrowserWatch,
 ) -> tuple[web.AppRunner, int, web.AppRunner, int]:
     """The public address (Socket.IO, and every other request relayed when ``http`` is
-    on) and the admin one (health by ``checks``, metrics): their runners and ports."""
+    on) and the admin one (health by ``checks``, metrics, and the Admin UI's ``view``
+    when it is on): their runners and ports."""
     if settings.http.enabled:
         metrics.http_in_flight.set_function(lambda: passthrough.in_flight)
         app.router.add_route("*", "/{path:.*}", passthrough.handle)
     public, public_port = await server.start(app, settings.listen, metrics)
-    admin, admin_port = await server.start(
-        admin_app(metrics, checks), settings.admin_listen, metrics
-    )
+    admin_application = admin_app(metrics, checks)
+    view.attach(admin_application)
+    admin, admin_port = await server.start(admin_application, settings.admin_listen, metrics)
     return public, public_port, admin, admin_port
 
 

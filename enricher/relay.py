@@ -21,6 +21,7 @@ from aiohttp import WSCloseCode, web
 from . import packets
 from .access import HANDSHAKE_CREDENTIALS, Admission, Credentials, Gate, Refused, renewal
 from .across_sessions import SharedReading, SharedRooms
+from .admin_view import UNWATCHED, BrowserWatch
 from .admission import EngineSettings, PayloadLimit, engine_translation
 from .backend_socket import BackendSocket, BackendUnavailable, Message, backend_url
 from .background import Background
@@ -83,8 +84,10 @@ class Relay:
         tls: Any,
         gate: Gate | None,
         rate_limit: RateLimit,
+        view: BrowserWatch = UNWATCHED,
     ) -> None:
         self.settings = settings
+        self.view = view  # the Admin UI's, when it is on
         self.metrics = metrics
         self.rooms = rooms
         self.reading = SharedReading()
@@ -119,6 +122,7 @@ class Relay:
         self.eio.on("connect", self._connect)
         self.eio.on("message", self._message)
         self.eio.on("disconnect", self._disconnect)
+        view.watch(self.eio)
         self.clients = ConnectionLimit(
             engine.max_connections_per_client, rules.trusts, self.eio.sockets, metrics
         )
@@ -183,6 +187,7 @@ class Relay:
             lambda session: BackendSocket(self._http, session.from_backend, self._tls),
         )
         backend = session.backend
+        session.seen = self.view.describe(environ)
         if self._gate is not None:
             session.handshake = {k: environ[k] for k in HANDSHAKE_CREDENTIALS if k in environ}
         try:
@@ -224,6 +229,8 @@ class Relay:
         self.client_packets.forget(eio_sid)
         self._rate_limit.forget(eio_sid)
         kept = self._keep(session, reason)
+        for namespace, sid in session.sockets.items():
+            self.view.disconnected(namespace, sid, str(reason))
         log.debug("browser_disconnected", sid=session.sid, reason=str(reason), recoverable=kept)
         if not kept and not session.closing:
             await session.close()
@@ -305,6 +312,9 @@ class Relay:
             kept.expiry.cancel()
         kept.expiry = fresh.expiry  # the new credentials' expiry
         fresh.expiry = None
+        kept.seen = fresh.seen
+        for namespace, sid in kept.sockets.items():
+            self.view.connected(namespace, sid, kept.eio_sid, kept.seen)
         fresh.closing = True
         self._tasks.start(fresh.close())
         for message in replay(missed, number + 1, kept.away_from, self.epoch):

@@ -167,6 +167,8 @@ class Session:
         self.sent: SentLog | None = None
         self.connected_answer = ""
         self.namespaces: set[str] = set()  # connected, by the backend's answers
+        self.sockets: dict[str, str] = {}  # the Socket.IO id on each, by namespace
+        self.seen: dict[str, Any] | None = None  # its handshake, for the Admin UI's view
         self.away: asyncio.TimerHandle | None = None  # while its browser is away
         self.away_from = 0  # the number of the first message kept while it was away
         self.holder: str | None = None  # whose credentials it was admitted with
@@ -205,12 +207,16 @@ class Session:
             return text
         if header.type == packets.DISCONNECT:
             self.namespaces.discard(header.namespace)
+            self._socket_gone(header.namespace, "server namespace disconnect")
             if header.namespace == "/" and self.away is not None:
                 self.relay.forget(self, "server_disconnect")  # nothing to come back to
             return text
         self.namespaces.add(header.namespace)
-        if header.namespace == "/" and header.type == packets.CONNECT:
-            self.sid = _sid_of(text, header) or self.sid
+        if header.type == packets.CONNECT and (sid := _sid_of(text, header)) is not None:
+            self.sockets[header.namespace] = sid
+            self.relay.view.connected(header.namespace, sid, self.eio_sid, self.seen)
+            if header.namespace == "/":
+                self.sid = sid
         window = self.relay.settings.max_disconnection
         if header.namespace != "/" or window is None:
             return text
@@ -346,6 +352,7 @@ class Session:
                     message = "0" + jsonwire.dumps(rest) if rest else "0"
         elif header.type == packets.DISCONNECT:
             self.namespaces.discard(header.namespace)
+            self._socket_gone(header.namespace, "client namespace disconnect")
         elif header.type in (packets.EVENT, packets.BINARY_EVENT):
             refusal = self.relay.refusal(self, message, header)
             if refusal is not None:
@@ -354,6 +361,11 @@ class Session:
                     self.to_browser(packets.ack(header.ack_id, (refusal,), header.namespace))
                 return
         await self.backend.send(message)
+
+    def _socket_gone(self, namespace: str, reason: str) -> None:
+        sid = self.sockets.pop(namespace, None)
+        if sid is not None:
+            self.relay.view.disconnected(namespace, sid, reason)
 
     async def close(self) -> None:
         """The browser left (or is made to): so does its backend connection."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from .access import Gate, RoomAccess
+from .admin_view import BrowserWatch
 from .admission import EngineSettings
 from .backend import RoomFetcher
 from .config import Settings
@@ -63,6 +64,7 @@ class SharedMode:
         *,
         engine: EngineSettings,
         rules: Rules,
+        view: BrowserWatch,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -120,7 +122,9 @@ class SharedMode:
             room_access=room_access,
             recovery=self.recovery,
             shared=self.shared,
+            view=view,
         )
+        self.view = view
         self.driver = JoinDriver(self.join, fetcher.fetch_room, self.downstream.emit, metrics)
         metrics.watch_sizes(lambda: {**self.join.sizes(), **self.downstream.sizes()})
 
@@ -178,6 +182,7 @@ class SharedMode:
                 "rest": self.fetcher.reachable,
                 "accepting": downstream.accepting,
             },
+            self.view,
         )
         announce(settings, public_port, admin_port)
         try:

@@ -16,6 +16,7 @@ import structlog
 
 from .access import Gate
 from .across_sessions import SharedRooms
+from .admin_view import BrowserWatch
 from .admission import EngineSettings
 from .backend import RoomFetcher
 from .config import Settings
@@ -52,6 +53,7 @@ async def started(
     *,
     engine: EngineSettings,
     rules: Rules,
+    view: BrowserWatch,
 ) -> AsyncIterator[RunningTransparent]:
     """Transparent mode: no backend connection of enricher's own; each browser gets its
     own, made with its handshake (see enricher/sessions.py)."""
@@ -91,6 +93,7 @@ async def started(
         tls=tls,
         gate=None if settings.auth.mode == "none" else gate,
         rate_limit=RateLimit(settings.client_event_rate, settings.client_event_burst, loop.time),
+        view=view,
     )
     metrics.rooms_held.set_function(
         lambda: sum(session.rooms_held for session in relay.sessions.values())
@@ -106,6 +109,7 @@ async def started(
             "rest": fetcher.reachable,
             "accepting": relay.accepting,
         },
+        view,
     )
     announce(settings, public_port, admin_port)
     try:

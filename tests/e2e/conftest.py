@@ -150,7 +150,7 @@ def npm_installed(directory: Path, packages: Iterable[str]) -> Path:
 @pytest.fixture(scope="session")
 def node_harness() -> Path:
     """tests/e2e/node with its node_modules (installed from the lock file if missing)."""
-    return npm_installed(NODE_DIR, ["socket.io", "socket.io-client"])
+    return npm_installed(NODE_DIR, ["socket.io", "socket.io-client", "@socket.io/admin-ui"])
 
 
 # ------------------------------------------------------------------------------ backend

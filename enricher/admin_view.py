@@ -1,0 +1,315 @@
+"""A live view of who is connected, for the Socket.IO Admin UI, on the admin listener.
+
+The Admin UI (https://admin.socket.io, or its files hosted anywhere) is a page that
+connects with socket.io-client to a server's ``/admin`` namespace, presenting a user name
+and a password, and shows what the server tells it there: each socket (its id,
+transport, handshake, rooms), connections and disconnections as they happen, and the
+server's numbers every few seconds. This module speaks that protocol for enricher's
+browsers, in both modes, read-only: nobody can emit, join, leave or disconnect from it.
+
+python-socketio's own ``instrument()`` is not used: it describes the sockets of one
+python-socketio server and patches python-engineio's socket class for the whole process.
+In transparent mode enricher's browsers are no python-socketio sockets (their packets
+pass through as they came), and in shared mode the patches would sit on every browser's
+path. The modes tell :class:`AdminView` what happens instead; :data:`UNWATCHED` takes the
+same calls and does nothing, when the view is off.
+
+A handshake is shown without its credentials: ``Cookie``, ``Authorization`` and every
+header or query parameter named like one (a token, a key, a session...) read
+``[redacted]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import re
+import socket
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+import engineio
+import socketio
+import structlog
+from aiohttp import web
+from socketio.admin import EventBuffer
+
+from . import jsonwire
+from .logs import REDACTED
+
+log = structlog.get_logger("enricher.admin_ui")
+
+NAMESPACE = "/admin"
+STATS_EVERY = 2.0  # seconds, as python-socketio's and socket.io's own
+MAX_QUEUED = 10_000  # changes waiting for the admin pages; beyond, they get the whole list
+# What the page may show: sockets, rooms and clients (ALL_EVENTS), and the numbers of
+# connections (AGGREGATED_EVENTS). No EMIT, JOIN, LEAVE or DISCONNECT: read-only. The
+# events themselves (customers' messages) are never sent to it.
+FEATURES = ["ALL_EVENTS", "AGGREGATED_EVENTS"]
+# A header or query parameter whose name says it may hold a credential: shown redacted.
+SECRET_NAME = re.compile(r"(?i)auth|cookie|token|key|password|secret|signature|session")
+
+
+class BrowserWatch(Protocol):
+    """What each mode tells the view: its browsers' sockets coming and going."""
+
+    def attach(self, app: web.Application) -> None: ...
+
+    def watch(self, engine: engineio.AsyncServer) -> None: ...
+
+    def describe(self, environ: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    def connected(
+        self, nsp: str, sid: str, eio_sid: str, handshake: dict[str, Any] | None
+    ) -> None: ...
+
+    def disconnected(self, nsp: str, sid: str, reason: str) -> None: ...
+
+    def joined(self, nsp: str, room: str, sid: str) -> None: ...
+
+    def left(self, nsp: str, room: str, sid: str) -> None: ...
+
+
+class Unwatched:
+    """The view when ``admin_ui.enabled`` is false: every call does nothing."""
+
+    def attach(self, app: web.Application) -> None:
+        pass
+
+    def watch(self, engine: engineio.AsyncServer) -> None:
+        pass
+
+    def describe(self, environ: dict[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    def connected(self, nsp: str, sid: str, eio_sid: str, handshake: dict[str, Any] | None) -> None:
+        pass
+
+    def disconnected(self, nsp: str, sid: str, reason: str) -> None:
+        pass
+
+    def joined(self, nsp: str, room: str, sid: str) -> None:
+        pass
+
+    def left(self, nsp: str, room: str, sid: str) -> None:
+        pass
+
+
+UNWATCHED = Unwatched()
+
+
+def handshake(environ: dict[str, Any], issued: float) -> dict[str, Any]:
+    """A socket's handshake as the Admin UI shows it, credentials redacted."""
+    headers = {
+        key[5:].lower().replace("_", "-"): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for name in headers:
+        if SECRET_NAME.search(name):
+            headers[name] = REDACTED
+    query: dict[str, Any] = {}
+    for name, values in parse_qs(environ.get("QUERY_STRING", "")).items():
+        shown = [REDACTED] * len(values) if SECRET_NAME.search(name) else values
+        query[name] = shown[0] if len(shown) == 1 else shown
+    return {
+        "address": environ.get("REMOTE_ADDR", ""),
+        "headers": headers,
+        "query": query,
+        "secure": environ.get("wsgi.url_scheme") == "https",
+        "url": environ.get("PATH_INFO", ""),
+        "issued": int(issued * 1000),
+        "time": _iso(issued),
+    }
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat()
+
+
+class AdminView:
+    """The Admin UI's ``/admin`` namespace on its own python-socketio server, attached to
+    the admin listener; the sockets of enricher's browsers as the modes report them."""
+
+    def __init__(
+        self, username: str, password: str, origins: list[str], server_id: str | None = None
+    ) -> None:
+        self._credentials = (username.encode(), password.encode())
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            cors_allowed_origins=origins,
+            cors_credentials=True,
+            namespaces=[NAMESPACE],  # no other namespace here, "/" included
+            json=jsonwire,
+        )
+        self.sio.on("connect", self._admin_connect, namespace=NAMESPACE)
+        self.sio.on("disconnect", self._admin_disconnect, namespace=NAMESPACE)
+        self.server_id = server_id or socket.gethostname()
+        self.sockets: dict[tuple[str, str], dict[str, Any]] = {}
+        self._engine: engineio.AsyncServer | None = None
+        self._admins: set[str] = set()
+        # (event, arguments, to: one admin page's sid, or None for every one)
+        self._changes: deque[tuple[str, tuple[Any, ...], str | None]] = deque()
+        self._overflowed = False
+        self._wake = asyncio.Event()
+        self._events = EventBuffer()
+        self._started = time.time()
+
+    def attach(self, app: web.Application) -> None:
+        """Serve the namespace at ``/socket.io/`` of ``app`` (the admin listener's)."""
+        self.sio.attach(app)
+
+    def watch(self, engine: engineio.AsyncServer) -> None:
+        """The engine.io server the browsers are on: their transports and numbers."""
+        self._engine = engine
+
+    # -- what the modes report -------------------------------------------------------
+
+    def describe(self, environ: dict[str, Any]) -> dict[str, Any] | None:
+        """What the view keeps of a browser's handshake (not the request itself)."""
+        return handshake(environ, time.time())
+
+    def connected(self, nsp: str, sid: str, eio_sid: str, handshake: dict[str, Any] | None) -> None:
+        now = time.time()
+        record = {
+            "id": sid,
+            "clientId": eio_sid,
+            "transport": self._transport(eio_sid) or "polling",
+            "nsp": nsp,
+            "data": {},
+            "handshake": handshake or {},
+            "rooms": [sid],
+        }
+        self.sockets[(nsp, sid)] = record
+        self._events.push("rawConnection")
+        self._tell("socket_connected", record, _iso(now))
+
+    def disconnected(self, nsp: str, sid: str, reason: str) -> None:
+        if self.sockets.pop((nsp, sid), None) is None:
+            return
+        self._events.push("rawDisconnection")
+        self._tell("socket_disconnected", nsp, sid, reason, _iso(time.time()))
+
+    def joined(self, nsp: str, room: str, sid: str) -> None:
+        record = self.sockets.get((nsp, sid))
+        if record is not None and room not in record["rooms"]:
+            record["rooms"].append(room)
+            self._tell("room_joined", nsp, room, sid, _iso(time.time()))
+
+    def left(self, nsp: str, room: str, sid: str) -> None:
+        record = self.sockets.get((nsp, sid))
+        if record is not None and room in record["rooms"]:
+            record["rooms"].remove(room)
+            self._tell("room_left", nsp, room, sid, _iso(time.time()))
+
+    # -- the admin pages -------------------------------------------------------------
+
+    async def _admin_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
+        given = auth if isinstance(auth, dict) else {}
+        username, password = given.get("username"), given.get("password")
+        if not (
+            isinstance(username, str)
+            and isinstance(password, str)
+            and hmac.compare_digest(username.encode(), self._credentials[0])
+            & hmac.compare_digest(password.encode(), self._credentials[1])
+        ):
+            log.warning("admin_ui_refused", remote=environ.get("REMOTE_ADDR"))
+            # the message of socket.io's own admin server, which the page shows as such
+            raise socketio.exceptions.ConnectionRefusedError("invalid credentials")
+        log.info("admin_ui_connected", remote=environ.get("REMOTE_ADDR"))
+        self._admins.add(sid)
+        # what a page is told first, once its CONNECT is answered
+        self._refresh_transports()
+        self._changes.append(("config", ({"supportedFeatures": FEATURES},), sid))
+        self._changes.append(("all_sockets", (list(self.sockets.values()),), sid))
+        self._wake.set()
+
+    async def _admin_disconnect(self, sid: str, reason: Any = None) -> None:
+        self._admins.discard(sid)
+
+    def _tell(self, event: str, *args: Any) -> None:
+        if not self._admins:
+            return
+        if len(self._changes) >= MAX_QUEUED:
+            self._overflowed = True  # they get the whole list instead
+            return
+        self._changes.append((event, args, None))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Forever: the changes to every admin page as they come, the numbers every
+        ``STATS_EVERY`` seconds and the transports that changed (an upgrade)."""
+        next_stats = time.monotonic() + STATS_EVERY
+        while True:
+            timeout = max(0.0, next_stats - time.monotonic())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self._flush()
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + STATS_EVERY
+                if self._admins:
+                    self._upgrades()
+                    await self._flush()
+                    await self.sio.emit("server_stats", self.stats(), namespace=NAMESPACE)
+
+    async def _flush(self) -> None:
+        if self._overflowed:
+            self._overflowed = False
+            greetings = [change for change in self._changes if change[0] == "config"]
+            self._changes.clear()
+            self._changes.extend(greetings)
+            self._changes.append(("all_sockets", (list(self.sockets.values()),), None))
+        while self._changes:
+            event, args, to = self._changes.popleft()
+            await self.sio.emit(event, args, to=to, namespace=NAMESPACE)
+
+    def _refresh_transports(self) -> list[dict[str, Any]]:
+        """The records whose transport changed (an upgrade to WebSocket), updated."""
+        changed = []
+        for record in self.sockets.values():
+            transport = self._transport(record["clientId"])
+            if transport is not None and transport != record["transport"]:
+                record["transport"] = transport
+                changed.append(record)
+        return changed
+
+    def _upgrades(self) -> None:
+        for record in self._refresh_transports():
+            update = {"id": record["id"], "nsp": record["nsp"], "transport": record["transport"]}
+            self._tell("socket_updated", update)
+
+    def _transport(self, eio_sid: str) -> str | None:
+        if self._engine is None:
+            return None
+        try:
+            transport: str = self._engine.transport(eio_sid)
+        except KeyError:  # gone meanwhile
+            return None
+        return transport
+
+    def stats(self) -> dict[str, Any]:
+        """The ``server_stats`` the Admin UI shows: this process and its browsers."""
+        sockets = self._engine.sockets if self._engine is not None else {}
+        namespaces: dict[str, int] = {}
+        for nsp, _ in self.sockets:
+            namespaces[nsp] = namespaces.get(nsp, 0) + 1
+        return {
+            "serverId": self.server_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "uptime": time.time() - self._started,
+            "clientsCount": len(sockets),
+            "pollingClientsCount": sum(1 for s in sockets.values() if not s.upgraded),
+            "aggregatedEvents": self._events.get_and_clear(),
+            "namespaces": [
+                {"name": name, "socketsCount": count} for name, count in sorted(namespaces.items())
+            ],
+        }
