@@ -86,13 +86,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* credentials value -> environment variable enricher reads it from */}}
 {{- define "enricher.credentialVars" -}}
-{{- toJson (dict "upstreamHeaders" "ENRICHER_UPSTREAM__HEADERS" "upstreamQuery" "ENRICHER_UPSTREAM__QUERY" "upstreamAuth" "ENRICHER_UPSTREAM__AUTH" "restHeaders" "ENRICHER_REST__HEADERS" "jwtSecret" "ENRICHER_AUTH__JWT__SECRET" "redisUrl" "ENRICHER_RECOVERY__REDIS_URL") -}}
+{{- toJson (dict "upstreamHeaders" "ENRICHER_UPSTREAM__HEADERS" "upstreamQuery" "ENRICHER_UPSTREAM__QUERY" "upstreamAuth" "ENRICHER_UPSTREAM__AUTH" "restHeaders" "ENRICHER_REST__HEADERS" "jwtSecret" "ENRICHER_AUTH__JWT__SECRET" "redisUrl" "ENRICHER_RECOVERY__REDIS_URL" "adminUiPassword" "ENRICHER_ADMIN_UI__PASSWORD") -}}
 {{- end -}}
 
 {{/* "true" when some credential is given inline. */}}
 {{- define "enricher.inlineCredentials" -}}
 {{- $c := .Values.credentials -}}
-{{- if or $c.upstreamHeaders $c.upstreamQuery $c.upstreamAuth $c.restHeaders $c.jwtSecret $c.redisUrl }}true{{ end -}}
+{{- if or $c.upstreamHeaders $c.upstreamQuery $c.upstreamAuth $c.restHeaders $c.jwtSecret $c.redisUrl $c.adminUiPassword }}true{{ end -}}
 {{- end -}}
 
 {{/* "true" when the chart creates the credentials Secret (some credential is given inline). */}}
@@ -156,6 +156,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- if and $recovery.enabled (eq $recovery.store "redis") (not (or $recovery.redis_url $c.redisUrl $c.existingSecret)) -}}
 {{- fail "\n\nenricher: config.recovery.store=redis needs the Redis every pod shares (an existing one):\n  --set config.recovery.redis_url=redis://redis-master.data.svc:6379/0\nor, with a password, --set credentials.redisUrl=redis://:<password>@redis-master.data.svc:6379/0\n(or key redis-url of credentials.existingSecret)." -}}
+{{- end -}}
+{{- if and .Values.config.admin_ui.enabled (not (or $c.adminUiPassword $c.existingSecret)) -}}
+{{- fail (printf "\n\nenricher: config.admin_ui.enabled needs the Admin UI's password, 12 characters at least:\n  --set credentials.adminUiPassword=<12+ characters>   (or key %s of credentials.existingSecret)" $c.secretKeys.adminUiPassword) -}}
+{{- end -}}
+{{- /* As enricher's own check (AdminUiSettings): characters, not bytes. */ -}}
+{{- if and $c.adminUiPassword (not (regexMatch "^(?s).{12,}$" $c.adminUiPassword)) -}}
+{{- fail "\n\nenricher: credentials.adminUiPassword is shorter than 12 characters; the Admin UI shows who is connected:\n  --set credentials.adminUiPassword=<12+ characters>" -}}
 {{- end -}}
 {{- if and (eq $auth.mode "backend") (not $auth.backend_url) -}}
 {{- fail "\n\nenricher: config.auth.mode=backend needs config.auth.backend_url, the endpoint asked (GET, with the browser's Cookie and Authorization) whether a browser may connect, e.g.\n  --set config.auth.backend_url=http://backend.chat.svc:3000/api/me" -}}
