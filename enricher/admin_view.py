@@ -36,7 +36,6 @@ import engineio
 import socketio
 import structlog
 from aiohttp import web
-from socketio.admin import EventBuffer
 
 from . import jsonwire
 from .logs import REDACTED
@@ -44,14 +43,22 @@ from .logs import REDACTED
 log = structlog.get_logger("enricher.admin_ui")
 
 NAMESPACE = "/admin"
+ADMINS = "enricher:admins"  # the room of the pages that logged in: nothing goes to others
 STATS_EVERY = 2.0  # seconds, as python-socketio's and socket.io's own
 MAX_QUEUED = 10_000  # changes waiting for the admin pages; beyond, they get the whole list
 # What the page may show: sockets, rooms and clients (ALL_EVENTS), and the numbers of
 # connections (AGGREGATED_EVENTS). No EMIT, JOIN, LEAVE or DISCONNECT: read-only. The
 # events themselves (customers' messages) are never sent to it.
 FEATURES = ["ALL_EVENTS", "AGGREGATED_EVENTS"]
-# A header or query parameter whose name says it may hold a credential: shown redacted.
-SECRET_NAME = re.compile(r"(?i)auth|cookie|token|key|password|secret|signature|session")
+# A header whose name says it may hold a credential: shown redacted.
+SECRET_HEADER = re.compile(
+    r"(?i)auth|cookie|token|key|pass|pwd|secret|sig|session|jwt|credential|ticket|code"
+)
+# Query parameters shown as they are: engine.io's own. Every other one may be a credential
+# (as auth.mode backend takes them).
+ENGINE_QUERY = frozenset({"EIO", "transport", "t", "sid", "j", "b64"})
+URL_HEADERS = frozenset({"referer", "origin"})  # shown without their query
+LOG_EVERY = 1.0  # seconds between two admin_ui_refused lines at most
 
 
 class BrowserWatch(Protocol):
@@ -63,15 +70,15 @@ class BrowserWatch(Protocol):
 
     def describe(self, environ: dict[str, Any]) -> dict[str, Any] | None: ...
 
-    def connected(
-        self, nsp: str, sid: str, eio_sid: str, handshake: dict[str, Any] | None
-    ) -> None: ...
+    def connected(self, nsp: str, sid: str, eio_sid: str, seen: dict[str, Any] | None) -> None: ...
 
     def disconnected(self, nsp: str, sid: str, reason: str) -> None: ...
 
     def joined(self, nsp: str, room: str, sid: str) -> None: ...
 
     def left(self, nsp: str, room: str, sid: str) -> None: ...
+
+    async def run(self) -> None: ...
 
 
 class Unwatched:
@@ -86,7 +93,7 @@ class Unwatched:
     def describe(self, environ: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
-    def connected(self, nsp: str, sid: str, eio_sid: str, handshake: dict[str, Any] | None) -> None:
+    def connected(self, nsp: str, sid: str, eio_sid: str, seen: dict[str, Any] | None) -> None:
         pass
 
     def disconnected(self, nsp: str, sid: str, reason: str) -> None:
@@ -96,6 +103,9 @@ class Unwatched:
         pass
 
     def left(self, nsp: str, room: str, sid: str) -> None:
+        pass
+
+    async def run(self) -> None:
         pass
 
 
@@ -109,12 +119,14 @@ def handshake(environ: dict[str, Any], issued: float) -> dict[str, Any]:
         for key, value in environ.items()
         if key.startswith("HTTP_")
     }
-    for name in headers:
-        if SECRET_NAME.search(name):
+    for name, value in headers.items():
+        if SECRET_HEADER.search(name):
             headers[name] = REDACTED
+        elif name in URL_HEADERS:
+            headers[name] = value.partition("?")[0].partition("#")[0]
     query: dict[str, Any] = {}
     for name, values in parse_qs(environ.get("QUERY_STRING", "")).items():
-        shown = [REDACTED] * len(values) if SECRET_NAME.search(name) else values
+        shown = values if name in ENGINE_QUERY else [REDACTED] * len(values)
         query[name] = shown[0] if len(shown) == 1 else shown
     return {
         "address": environ.get("REMOTE_ADDR", ""),
@@ -129,6 +141,30 @@ def handshake(environ: dict[str, Any], issued: float) -> dict[str, Any]:
 
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat()
+
+
+def _same(given: object, expected: bytes) -> bool:
+    """Whether ``given`` is the string ``expected`` encodes, in constant time; anything
+    else (not a string, not encodable) is not."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected)
+
+
+class Counts:
+    """What happened, counted per second, for the Admin UI's charts (its
+    ``aggregatedEvents``): taken each time the numbers are sent."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[int, str], int] = {}
+
+    def add(self, kind: str) -> None:
+        key = (int(time.time()) * 1000, kind)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def take(self) -> list[dict[str, Any]]:
+        counts, self._counts = self._counts, {}
+        return [{"timestamp": at, "type": kind, "count": n} for (at, kind), n in counts.items()]
 
 
 class AdminView:
@@ -152,12 +188,14 @@ class AdminView:
         self.sockets: dict[tuple[str, str], dict[str, Any]] = {}
         self._engine: engineio.AsyncServer | None = None
         self._admins: set[str] = set()
-        # (event, arguments, to: one admin page's sid, or None for every one)
+        # (event, arguments, to: one admin page's sid, or None for every page logged in)
         self._changes: deque[tuple[str, tuple[Any, ...], str | None]] = deque()
         self._overflowed = False
         self._wake = asyncio.Event()
-        self._events = EventBuffer()
+        self._counts = Counts()
         self._started = time.time()
+        self._refused_logged = 0.0  # when an admin_ui_refused line was last written
+        self._refused_since = 0
 
     def attach(self, app: web.Application) -> None:
         """Serve the namespace at ``/socket.io/`` of ``app`` (the admin listener's)."""
@@ -173,7 +211,8 @@ class AdminView:
         """What the view keeps of a browser's handshake (not the request itself)."""
         return handshake(environ, time.time())
 
-    def connected(self, nsp: str, sid: str, eio_sid: str, handshake: dict[str, Any] | None) -> None:
+    def connected(self, nsp: str, sid: str, eio_sid: str, seen: dict[str, Any] | None) -> None:
+        """A socket is connected (``seen``: its handshake, from :meth:`describe`)."""
         now = time.time()
         record = {
             "id": sid,
@@ -181,17 +220,19 @@ class AdminView:
             "transport": self._transport(eio_sid) or "polling",
             "nsp": nsp,
             "data": {},
-            "handshake": handshake or {},
+            "handshake": seen or {},
             "rooms": [sid],
         }
         self.sockets[(nsp, sid)] = record
-        self._events.push("rawConnection")
+        if self._admins:
+            self._counts.add("rawConnection")
         self._tell("socket_connected", record, _iso(now))
 
     def disconnected(self, nsp: str, sid: str, reason: str) -> None:
         if self.sockets.pop((nsp, sid), None) is None:
             return
-        self._events.push("rawDisconnection")
+        if self._admins:
+            self._counts.add("rawDisconnection")
         self._tell("socket_disconnected", nsp, sid, reason, _iso(time.time()))
 
     def joined(self, nsp: str, room: str, sid: str) -> None:
@@ -210,26 +251,31 @@ class AdminView:
 
     async def _admin_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         given = auth if isinstance(auth, dict) else {}
-        username, password = given.get("username"), given.get("password")
-        if not (
-            isinstance(username, str)
-            and isinstance(password, str)
-            and hmac.compare_digest(username.encode(), self._credentials[0])
-            & hmac.compare_digest(password.encode(), self._credentials[1])
-        ):
-            log.warning("admin_ui_refused", remote=environ.get("REMOTE_ADDR"))
+        # both compared, whatever the first gives: no timing says which one was wrong
+        right_user = _same(given.get("username"), self._credentials[0])
+        if not (_same(given.get("password"), self._credentials[1]) and right_user):
+            self._log_refusal(environ.get("REMOTE_ADDR"))
             # the message of socket.io's own admin server, which the page shows as such
             raise socketio.exceptions.ConnectionRefusedError("invalid credentials")
         log.info("admin_ui_connected", remote=environ.get("REMOTE_ADDR"))
+        await self.sio.enter_room(sid, ADMINS, namespace=NAMESPACE)
         self._admins.add(sid)
+        self._upgrades()  # the pages already open hear of them too
         # what a page is told first, once its CONNECT is answered
-        self._refresh_transports()
         self._changes.append(("config", ({"supportedFeatures": FEATURES},), sid))
         self._changes.append(("all_sockets", (list(self.sockets.values()),), sid))
         self._wake.set()
 
     async def _admin_disconnect(self, sid: str, reason: Any = None) -> None:
         self._admins.discard(sid)
+
+    def _log_refusal(self, remote: str | None) -> None:
+        """One line per refused login, at most one a second (with how many since)."""
+        self._refused_since += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= LOG_EVERY:
+            log.warning("admin_ui_refused", remote=remote, refused=self._refused_since)
+            self._refused_logged, self._refused_since = now, 0
 
     def _tell(self, event: str, *args: Any) -> None:
         if not self._admins:
@@ -258,7 +304,9 @@ class AdminView:
                 if self._admins:
                     self._upgrades()
                     await self._flush()
-                    await self.sio.emit("server_stats", self.stats(), namespace=NAMESPACE)
+                    await self.sio.emit(
+                        "server_stats", self.stats(), to=ADMINS, namespace=NAMESPACE
+                    )
 
     async def _flush(self) -> None:
         if self._overflowed:
@@ -269,7 +317,7 @@ class AdminView:
             self._changes.append(("all_sockets", (list(self.sockets.values()),), None))
         while self._changes:
             event, args, to = self._changes.popleft()
-            await self.sio.emit(event, args, to=to, namespace=NAMESPACE)
+            await self.sio.emit(event, args, to=to or ADMINS, namespace=NAMESPACE)
 
     def _refresh_transports(self) -> list[dict[str, Any]]:
         """The records whose transport changed (an upgrade to WebSocket), updated."""
@@ -308,7 +356,7 @@ class AdminView:
             "uptime": time.time() - self._started,
             "clientsCount": len(sockets),
             "pollingClientsCount": sum(1 for s in sockets.values() if not s.upgraded),
-            "aggregatedEvents": self._events.get_and_clear(),
+            "aggregatedEvents": self._counts.take(),
             "namespaces": [
                 {"name": name, "socketsCount": count} for name, count in sorted(namespaces.items())
             ],

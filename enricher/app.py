@@ -103,9 +103,6 @@ async def running(settings: Settings) -> AsyncIterator[Running | RunningTranspar
 @contextlib.asynccontextmanager
 async def _viewing(view: BrowserWatch) -> AsyncIterator[None]:
     """The Admin UI's view runs as long as the proxy (when it is on)."""
-    if not isinstance(view, AdminView):
-        yield
-        return
     task = asyncio.create_task(view.run())
     try:
         yield

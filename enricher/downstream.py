@@ -273,9 +273,10 @@ class Downstream:
     async def rejoin(self, sid: str, session: Session) -> None:
         """A session given back (kept here, or at another replica): exactly its backend
         rooms (a session kept here earlier may have had others)."""
-        await self.backend_rooms.set_rooms(
-            sid, (room[5:] for room in session.rooms if room.startswith("room:"))
-        )
+        rooms = [room for room in session.rooms if room.startswith("room:")]
+        await self.backend_rooms.set_rooms(sid, (room[5:] for room in rooms))
+        for room in rooms:  # the browser is in them again
+            self.view.joined("/", room, sid)
 
     async def recovery_outcome(self, sid: str, outcome: str, given_up: Session | None) -> None:
         """A browser that presented its session's pid: ``recovered``, or why not (then
@@ -339,7 +340,7 @@ class Downstream:
         self._credentials[sid] = credentials
         self._watch(sid, admission)
         self._metrics.browsers.inc()
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/") or sid
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/") or ""
         self.view.connected("/", sid, eio_sid, self.view.describe(environ))
         log.debug("browser_connected", sid=sid, remote=environ.get("REMOTE_ADDR"))
 

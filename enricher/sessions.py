@@ -214,7 +214,13 @@ class Session:
         self.namespaces.add(header.namespace)
         if header.type == packets.CONNECT and (sid := _sid_of(text, header)) is not None:
             self.sockets[header.namespace] = sid
-            self.relay.view.connected(header.namespace, sid, self.eio_sid, self.seen)
+            if (
+                self.away is None
+                and not self.closing
+                and self.relay.sessions.get(self.eio_sid) is self
+            ):
+                # (one answered while its browser is away is shown when it comes back)
+                self.relay.view.connected(header.namespace, sid, self.eio_sid, self.seen)
             if header.namespace == "/":
                 self.sid = sid
         window = self.relay.settings.max_disconnection
@@ -370,6 +376,8 @@ class Session:
     async def close(self) -> None:
         """The browser left (or is made to): so does its backend connection."""
         self.closing = True
+        for namespace in list(self.sockets):
+            self._socket_gone(namespace, "forced close")
         for timer in (self.expiry, self.away):
             if timer is not None:
                 timer.cancel()

@@ -206,11 +206,12 @@ class PrometheusServer:
 
     def start(self) -> None:
         """Started; :meth:`ready` waits until it answers."""
+        self._log_file = self._log.open("wb")
         self._proc = subprocess.Popen(
             [self._command, f"--config.file={self._where / 'prometheus.yml'}",
              f"--storage.tsdb.path={self._where / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=subprocess.DEVNULL, stderr=self._log.open("wb"),
+            stdout=subprocess.DEVNULL, stderr=self._log_file,
         )  # fmt: skip
 
     async def ready(self, timeout: float = 30) -> None:
@@ -263,6 +264,7 @@ class PrometheusServer:
             self._proc.terminate()
             self._proc.wait(timeout=30)
             self._proc = None
+            self._log_file.close()
 
 
 def _free_port() -> int:

@@ -29,12 +29,13 @@ def _scaled(unit: str) -> FuncFormatter:
     def format(value: float, _: Any) -> str:
         if unit == "percentunit":
             return f"{value * 100:.0f}%"
-        if unit == "bytes":
+        if unit in ("bytes", "Bps"):
+            per = "/s" if unit == "Bps" else ""
             for suffix in ("B", "KiB", "MiB", "GiB"):
                 if abs(value) < 1024:
-                    return f"{value:.0f} {suffix}"
+                    return f"{value:.0f} {suffix}{per}"
                 value /= 1024
-            return f"{value:.0f} TiB"
+            return f"{value:.0f} TiB{per}"
         if unit == "s" and 0 < abs(value) < 1:
             return f"{value * 1000:.0f} ms"
         return f"{value:.3g} {UNITS.get(unit, '')}".strip()
