@@ -59,14 +59,19 @@ def drawn(strategy: st.SearchStrategy[T], count: int) -> list[T]:
     return examples
 
 
-def promtool() -> str:
-    """The path of promtool (Debian's prometheus package): required in CI, else optional."""
-    path = shutil.which("promtool")
+def installed(command: str, package: str) -> str:
+    """The path of ``command`` (Debian's ``package``): required in CI, where .ci/run
+    installs it; elsewhere the test is skipped without it."""
+    path = shutil.which(command)
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("promtool is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+            pytest.fail(f"{command} is missing: .ci/run installs Debian's {package} package")
+        pytest.skip(f"{command} is not installed (apt-get install {package})")
     return path
+
+
+def promtool() -> str:
+    return installed("promtool", "prometheus")
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -128,12 +133,7 @@ class RedisServer:
     persistence, in ``where``; :meth:`stop` and :meth:`start` again on the same port."""
 
     def __init__(self, where: Path) -> None:
-        command = shutil.which("redis-server")
-        if command is None:
-            if os.environ.get("CI"):
-                pytest.fail("redis-server is missing: .ci/run installs Debian's redis-server")
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
-        self._command = command
+        self._command = installed("redis-server", "redis-server")
         self._where = where
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -186,12 +186,7 @@ class PrometheusServer:
     (a rules file) every second; :meth:`query` and :meth:`query_range` ask its HTTP API."""
 
     def __init__(self, where: Path, targets: list[str], rules: Path, job: str = "enricher") -> None:
-        command = shutil.which("prometheus")
-        if command is None:
-            if os.environ.get("CI"):
-                pytest.fail("prometheus is missing: .ci/run installs Debian's prometheus package")
-            pytest.skip("prometheus is not installed (apt-get install prometheus)")
-        self._command = command
+        self._command = installed("prometheus", "prometheus")
         self._where = where
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
