@@ -49,9 +49,11 @@ STORE_ERRORS = (RedisError, OSError, TimeoutError)
 TAG = "{enricher}"
 
 # KEYS: stream, sequence, generation, dedup key.
-# ARGV: generation, kind (none, id, content), dedup ms, max length, replica, floor, fields...
+# ARGV: generation, kind (none, id, content), dedup ms, max length, replica, floor, the
+# replica's position, fields...
 # Answers the entry's number; an error if the sequence is not of that generation (Redis
-# lost it: flushed, or restored from an older snapshot).
+# lost it: flushed), or if it is behind what the replica read (Redis restored from an
+# older snapshot, which holds the same generation: numbers would be given twice).
 APPEND = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('GENERATION') end
 local kind, ttl = ARGV[2], tonumber(ARGV[3])
@@ -81,8 +83,11 @@ elseif kind == 'content' then
     return oldest
   end
 end
+if tonumber(redis.call('GET', KEYS[2]) or 0) < tonumber(ARGV[7]) then
+  return redis.error_reply('WENT_BACK')
+end
 local number = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], number .. '-1', unpack(ARGV, 7))
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], number .. '-1', unpack(ARGV, 8))
 if kind == 'id' then
   redis.call('SET', KEYS[4], number, 'PX', ttl)
 elseif kind == 'content' then
@@ -264,6 +269,7 @@ class SharedLog:
                 self._max_events,
                 self.replica,
                 self._floor,
+                self._position,
                 *item.fields(),
             ],
             client=pipe,
