@@ -15,8 +15,8 @@ path. The modes tell :class:`AdminView` what happens instead; :data:`UNWATCHED` 
 same calls and does nothing, when the view is off.
 
 A handshake is shown without its credentials: ``Cookie``, ``Authorization`` and every
-header named like one (a token, a key, a session...) read ``[redacted]``, ``Referer`` and
-``Origin`` lose their query, and so does every query parameter but engine.io's own.
+header named like one (a token, a key, a session...) and every query parameter but
+engine.io's own read ``[redacted]``; ``Referer`` and ``Origin`` lose their query.
 """
 
 from __future__ import annotations
