@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from aiohttp.typedefs import Middleware
 from .clients import ConnectionLimit
 from .internals.websocket import websocket_upgrade
 from .metrics import Metrics
-from .refusals import Refusals
+from .refusals import LOG_BURST, LOG_RATE, RateLimit, Refusals
 from .server import Handler, shielded
 
 log = structlog.get_logger("enricher.downstream")
@@ -31,13 +32,16 @@ _REFUSED = "enricher.origin_refused"
 
 
 def origins_check(
-    listed: list[str] | str, metrics: Metrics
+    listed: list[str] | str, metrics: Metrics, clock: Callable[[], float] = time.monotonic
 ) -> Callable[[str | None, dict[str, Any]], bool]:
     """The page origins allowed to connect: those ``listed``, and enricher's own where it
     is known for sure (``OWN_ORIGIN``). A request without an Origin is no page's. A page
     refused gets python-engineio's 400 "<origin> is not an accepted origin."; each is
-    logged and counted here."""
+    counted here, and logged at a pace (a page retrying without end floods no log: a line
+    says how many were refused since the last one)."""
     allowed = frozenset([listed] if isinstance(listed, str) else listed)
+    lines = RateLimit(LOG_RATE, LOG_BURST, clock)
+    unlogged = 0
 
     def check(origin: str | None, environ: dict[str, Any]) -> bool:
         if origin is None or origin in allowed or origin == environ.get(OWN_ORIGIN):
@@ -45,14 +49,19 @@ def origins_check(
         if _REFUSED in environ:
             return False  # asked again for the same request: to write its CORS headers
         environ[_REFUSED] = True
-        log.warning(
-            "browser_refused",
-            reason="origin",
-            origin=origin[:200],
-            host=environ.get("HTTP_HOST", "")[:200],
-            remote=environ.get("REMOTE_ADDR"),
-        )
         metrics.browser_admissions.labels("origin").inc()
+        nonlocal unlogged
+        unlogged += 1
+        if lines.allow("origin"):
+            log.warning(
+                "browser_refused",
+                reason="origin",
+                origin=origin[:200],
+                host=environ.get("HTTP_HOST", "")[:200],
+                remote=environ.get("REMOTE_ADDR"),
+                refused=unlogged,
+            )
+            unlogged = 0
         return False
 
     return check

@@ -94,3 +94,40 @@ def test_a_refusal_that_closes_its_connection_is_logged_and_keeps_nothing(
     ]
     refusals.forget("b1")
     assert len(refusals) == 0
+
+
+def test_a_page_of_another_origin_retrying_without_end_is_logged_at_a_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from enricher import admission
+    from enricher.metrics import Metrics
+
+    written: list[dict[str, Any]] = []
+
+    def keep(logger: Any, level: str, fields: dict[str, Any]) -> Any:
+        written.append(fields)
+        raise structlog.DropEvent
+
+    monkeypatch.setattr(
+        admission,
+        "log",
+        structlog.wrap_logger(
+            structlog.testing.CapturingLogger(),
+            processors=[keep],
+            wrapper_class=structlog.make_filtering_bound_logger(0),
+        ),
+    )
+    metrics, clock = Metrics(), Clock()
+    check = admission.origins_check(["https://chat.example.com"], metrics, clock)
+    page = {"HTTP_HOST": "enricher.example.com", "REMOTE_ADDR": "203.0.113.9"}
+    assert check("https://chat.example.com", dict(page))
+    refused = [check("https://evil.example", dict(page)) for _ in range(100)]
+    assert refused == [False] * 100
+    assert len(written) == LOG_BURST  # then paced
+    clock.now = 5.0
+    check("https://evil.example", dict(page))
+    assert written[-1]["refused"] == 100 - LOG_BURST + 1  # the ones not logged, said
+    counted = metrics.registry.get_sample_value(
+        "enricher_browser_admissions_total", {"outcome": "origin"}
+    )
+    assert counted == 101  # every one counted
