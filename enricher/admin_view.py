@@ -39,6 +39,7 @@ from aiohttp import web
 
 from . import jsonwire
 from .logs import REDACTED
+from .refusals import PacedLines
 
 log = structlog.get_logger("enricher.admin_ui")
 
@@ -58,7 +59,6 @@ SECRET_HEADER = re.compile(
 # (as auth.mode backend takes them).
 ENGINE_QUERY = frozenset({"EIO", "transport", "t", "sid", "j", "b64"})
 URL_HEADERS = frozenset({"referer", "origin"})  # shown without their query
-LOG_EVERY = 1.0  # seconds between two admin_ui_refused lines at most
 
 
 class BrowserWatch(Protocol):
@@ -194,8 +194,7 @@ class AdminView:
         self._wake = asyncio.Event()
         self._counts = Counts()
         self._started = time.time()
-        self._refused_logged = 0.0  # when an admin_ui_refused line was last written
-        self._refused_since = 0
+        self._refused = PacedLines(time.monotonic)
 
     def attach(self, app: web.Application) -> None:
         """Serve the namespace at ``/socket.io/`` of ``app`` (the admin listener's)."""
@@ -270,12 +269,10 @@ class AdminView:
         self._admins.discard(sid)
 
     def _log_refusal(self, remote: str | None) -> None:
-        """One line per refused login, at most one a second (with how many since)."""
-        self._refused_since += 1
-        now = time.monotonic()
-        if now - self._refused_logged >= LOG_EVERY:
-            log.warning("admin_ui_refused", remote=remote, refused=self._refused_since)
-            self._refused_logged, self._refused_since = now, 0
+        """A line per refused login, paced (:class:`PacedLines`)."""
+        fields = self._refused.due("login")
+        if fields is not None:
+            log.warning("admin_ui_refused", remote=remote, **fields)
 
     def _tell(self, event: str, *args: Any) -> None:
         if not self._admins:

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Middleware
 from .clients import ConnectionLimit
 from .internals.websocket import websocket_upgrade
 from .metrics import Metrics
-from .refusals import LOG_BURST, LOG_RATE, RateLimit, Refusals
+from .refusals import PacedLines, Refusals
 from .server import Handler, shielded
 
 log = structlog.get_logger("enricher.downstream")
@@ -37,11 +37,9 @@ def origins_check(
     """The page origins allowed to connect: those ``listed``, and enricher's own where it
     is known for sure (``OWN_ORIGIN``). A request without an Origin is no page's. A page
     refused gets python-engineio's 400 "<origin> is not an accepted origin."; each is
-    counted here, and logged at a pace (a page retrying without end floods no log: a line
-    says how many were refused since the last one)."""
+    counted here, and logged at a pace (:class:`PacedLines`)."""
     allowed = frozenset([listed] if isinstance(listed, str) else listed)
-    lines = RateLimit(LOG_RATE, LOG_BURST, clock)
-    unlogged = 0
+    lines = PacedLines(clock)
 
     def check(origin: str | None, environ: dict[str, Any]) -> bool:
         if origin is None or origin in allowed or origin == environ.get(OWN_ORIGIN):
@@ -50,18 +48,16 @@ def origins_check(
             return False  # asked again for the same request: to write its CORS headers
         environ[_REFUSED] = True
         metrics.browser_admissions.labels("origin").inc()
-        nonlocal unlogged
-        unlogged += 1
-        if lines.allow("origin"):
+        fields = lines.due("origin")
+        if fields is not None:
             log.warning(
                 "browser_refused",
                 reason="origin",
                 origin=origin[:200],
                 host=environ.get("HTTP_HOST", "")[:200],
                 remote=environ.get("REMOTE_ADDR"),
-                refused=unlogged,
+                **fields,
             )
-            unlogged = 0
         return False
 
     return check

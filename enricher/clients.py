@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from .metrics import Metrics
-from .refusals import LOG_BURST, LOG_RATE, RateLimit
+from .refusals import PacedLines
 
 log = structlog.get_logger("enricher.clients")
 
@@ -59,7 +59,7 @@ class ConnectionLimit:
         self._metrics = metrics
         self._count: dict[str, int] = {}  # connections (and handshakes) by client
         self._client_of: dict[str, str] = {}  # by engine.io connection id
-        self._lines = RateLimit(LOG_RATE, LOG_BURST, asyncio.get_running_loop().time)
+        self._lines = PacedLines(asyncio.get_running_loop().time)
 
     def admit(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,12 +71,14 @@ class ConnectionLimit:
             return handler(request)
         client = client_address(request, self._trusts)
         if self._count.get(client, 0) >= self._limit:
-            if self._lines.allow(client):
+            fields = self._lines.due(client)
+            if fields is not None:
                 log.warning(
                     "browser_refused",
                     reason="too_many_connections",
                     client=client,
                     limit=self._limit,
+                    **fields,
                 )
             self._metrics.browser_admissions.labels("too_many_connections").inc()
             return answered(web.json_response({"code": 4, "message": "Forbidden"}, status=403))

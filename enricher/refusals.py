@@ -48,14 +48,39 @@ class RateLimit:
         return len(self._buckets)
 
 
+class PacedLines:
+    """Log lines of one kind, paced per key (a browser, a client, one kind of refusal):
+    ``LOG_BURST`` at once, then ``LOG_RATE`` a second, so that whoever repeats a refused
+    request without end floods no log. A line written says how many were not since the
+    previous one (``unlogged``)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._lines = RateLimit(LOG_RATE, LOG_BURST, clock)
+        self._unlogged: dict[str, int] = {}
+
+    def due(self, key: str) -> dict[str, int] | None:
+        """The fields to add to this line of ``key``'s, or None: not written now."""
+        if not self._lines.allow(key):
+            self._unlogged[key] = self._unlogged.get(key, 0) + 1
+            return None
+        unlogged = self._unlogged.pop(key, 0)
+        return {"unlogged": unlogged} if unlogged else {}
+
+    def forget(self, key: str) -> None:
+        self._lines.forget(key)
+        self._unlogged.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
 class Refusals:
     """What happens to each refused browser event. ``browser`` is its engine.io
     connection's id, forgotten when that connection closes; ``sid`` names it in logs."""
 
     def __init__(self, counter: Counter, clock: Callable[[], float]) -> None:
         self._counter = counter
-        self._lines = RateLimit(LOG_RATE, LOG_BURST, clock)
-        self._unlogged: dict[str, int] = {}
+        self._lines = PacedLines(clock)
 
     def refuse(
         self, browser: str, event: str, reason: str, sid: str | None = None, closing: bool = False
@@ -63,23 +88,20 @@ class Refusals:
         """The error ack for a refused event, counted and (paced per browser) logged;
         ``closing``: its connection is being closed for it, its line is its last."""
         self._counter.labels(event_label(event), reason).inc()
-        if closing or self._lines.allow(browser):
-            unlogged = self._unlogged.pop(browser, 0) if not closing else 0
+        fields = {} if closing else self._lines.due(browser)
+        if fields is not None:
             log.warning(
                 "client_event_refused",
                 client_event=event,
                 reason=reason,
                 sid=sid or browser,
-                **({"unlogged": unlogged} if unlogged else {}),
+                **fields,
             )
-        else:
-            self._unlogged[browser] = self._unlogged.get(browser, 0) + 1
         return {"error": reason, "event": event}
 
     def forget(self, browser: str) -> None:
         """Its connection closed."""
         self._lines.forget(browser)
-        self._unlogged.pop(browser, None)
 
     def __len__(self) -> int:
         """Connections something is kept for."""

@@ -126,7 +126,7 @@ def test_a_page_of_another_origin_retrying_without_end_is_logged_at_a_pace(
     assert len(written) == LOG_BURST  # then paced
     clock.now = 5.0
     check("https://evil.example", dict(page))
-    assert written[-1]["refused"] == 100 - LOG_BURST + 1  # the ones not logged, said
+    assert written[-1]["unlogged"] == 100 - LOG_BURST  # the ones not logged, said
     counted = metrics.registry.get_sample_value(
         "enricher_browser_admissions_total", {"outcome": "origin"}
     )
