@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -188,16 +189,32 @@ async def test_a_replica_that_sent_nothing_directly_leaves_no_gap(
     await link.close()
 
 
-async def test_a_flushed_redis_starts_a_new_sequence_and_nothing_stalls(
-    redis_server: RedisServer,
+def flush(client: redis.Redis) -> None:
+    client.flushall()  # the generation is gone with the rest
+
+
+def restore_older_snapshot(client: redis.Redis) -> None:
+    """As a snapshot taken at 10 entries: the same generation, fewer entries."""
+    client.set(f"{TAG}:sequence", 10)
+    client.xdel(f"{TAG}:events", *(f"{n}-1" for n in range(11, 21)))
+    client.execute_command("XSETID", f"{TAG}:events", "10-1")  # XDEL keeps the last id
+
+
+@pytest.mark.parametrize(("went_back", "next_number"), [(flush, 1), (restore_older_snapshot, 11)])
+async def test_a_sequence_that_went_back_starts_anew_and_nothing_stalls(
+    redis_server: RedisServer, went_back: Callable[[redis.Redis], None], next_number: int
 ) -> None:
+    """Redis flushed, or restored from an older snapshot (which holds the generation:
+    what it lacks is the latest entries). Appended again, new events would get numbers
+    the replica already read, and its browsers would never get them: it starts a new
+    sequence instead, and every event reaches browsers once, in order."""
     async with Replica(redis_server.url) as a:
         for n in range(1, 21):
             a.log.append(f'2["e",{n}]', None, (), unique=True)
         assert len(await a.take(a.delivered, 20)) == 20
         generation = a.log.generation
         with redis.Redis(port=redis_server.port) as client:
-            client.flushall()  # or restored from an older snapshot: the numbers went back
+            went_back(client)
         for n in range(21, 31):
             a.log.append(f'2["e",{n}]', None, (), unique=True)
         assert await asyncio.wait_for(a.states.get(), TIMEOUT) is False
@@ -207,34 +224,7 @@ async def test_a_flushed_redis_starts_a_new_sequence_and_nothing_stalls(
         assert a.log.generation != generation
         a.log.append('2["e",31]', None, (), unique=True)
         [after] = await a.take(a.delivered, 1)
-        assert after.number == 1 and after.packet == '2["e",31]'
-
-
-async def test_a_redis_restored_from_an_older_snapshot_starts_a_new_sequence(
-    redis_server: RedisServer,
-) -> None:
-    """A snapshot holds the sequence's generation: what it lacks is the latest entries.
-    Appended again, their numbers would be ones the replica already read, and its
-    browsers would never get those events; it starts a new sequence instead."""
-    async with Replica(redis_server.url) as a:
-        for n in range(1, 21):
-            a.log.append(f'2["e",{n}]', None, (), unique=True)
-        assert len(await a.take(a.delivered, 20)) == 20
-        generation = a.log.generation
-        with redis.Redis(port=redis_server.port) as client:  # as a snapshot taken at 10
-            client.set(f"{TAG}:sequence", 10)
-            client.xdel(f"{TAG}:events", *(f"{n}-1" for n in range(11, 21)))
-            client.execute_command("XSETID", f"{TAG}:events", "10-1")
-        for n in range(21, 31):
-            a.log.append(f'2["e",{n}]', None, (), unique=True)
-        assert await asyncio.wait_for(a.states.get(), TIMEOUT) is False
-        assert await asyncio.wait_for(a.states.get(), TIMEOUT) is True
-        got = [await asyncio.wait_for(_either(a), TIMEOUT) for _ in range(10)]
-        assert [entry.packet for entry in got] == [f'2["e",{n}]' for n in range(21, 31)]
-        assert a.log.generation != generation
-        a.log.append('2["e",31]', None, (), unique=True)
-        [after] = await a.take(a.delivered, 1)
-        assert after.packet == '2["e",31]'
+        assert after.number == next_number and after.packet == '2["e",31]'
 
 
 async def _either(replica: Replica) -> Entry:
