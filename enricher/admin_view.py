@@ -29,7 +29,7 @@ import socket
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs
 
 import engineio
@@ -61,28 +61,9 @@ ENGINE_QUERY = frozenset({"EIO", "transport", "t", "sid", "j", "b64"})
 URL_HEADERS = frozenset({"referer", "origin"})  # shown without their query
 
 
-class BrowserWatch(Protocol):
-    """What each mode tells the view: its browsers' sockets coming and going."""
-
-    def attach(self, app: web.Application) -> None: ...
-
-    def watch(self, engine: engineio.AsyncServer) -> None: ...
-
-    def describe(self, environ: dict[str, Any]) -> dict[str, Any] | None: ...
-
-    def connected(self, nsp: str, sid: str, eio_sid: str, seen: dict[str, Any] | None) -> None: ...
-
-    def disconnected(self, nsp: str, sid: str, reason: str) -> None: ...
-
-    def joined(self, nsp: str, room: str, sid: str) -> None: ...
-
-    def left(self, nsp: str, room: str, sid: str) -> None: ...
-
-    async def run(self) -> None: ...
-
-
-class Unwatched:
-    """The view when ``admin_ui.enabled`` is false: every call does nothing."""
+class BrowserWatch:
+    """What each mode tells the view: its browsers' sockets coming and going. This one
+    does nothing with it (``admin_ui.enabled`` false); :class:`AdminView` shows it."""
 
     def attach(self, app: web.Application) -> None:
         pass
@@ -109,7 +90,7 @@ class Unwatched:
         pass
 
 
-UNWATCHED = Unwatched()
+UNWATCHED = BrowserWatch()
 
 
 def handshake(environ: dict[str, Any], issued: float) -> dict[str, Any]:
@@ -167,7 +148,7 @@ class Counts:
         return [{"timestamp": at, "type": kind, "count": n} for (at, kind), n in counts.items()]
 
 
-class AdminView:
+class AdminView(BrowserWatch):
     """The Admin UI's ``/admin`` namespace on its own python-socketio server, attached to
     the admin listener; the sockets of enricher's browsers as the modes report them."""
 
