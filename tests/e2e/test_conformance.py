@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,12 @@ RUN_TIMEOUT = 240.0  # seconds for one mocha run: ~10 s directly; a failing test
 # too. It loses when the tests before it still have traffic in flight, which is more likely
 # through a proxy; so it runs in a mocha of its own, after the others, in both runs.
 ISOLATED = "reconnect timeout"
+# a few tests hold a round trip to a deadline (``socket.timeout(50).emitWithAck(...)`` takes
+# ~20 ms directly and ~22 ms through enricher here), which a busy shared machine misses now
+# and then, directly or through enricher: a test that fails is run again, alone in a fresh
+# mocha, up to this many times, and counts as failed only if it fails every time; one that
+# passes again is reported as a warning with its first error, in both runs
+RERUNS = 2
 
 
 @dataclass
@@ -46,6 +53,7 @@ class SuiteRun:
 
     outcomes: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    flaky: dict[str, str] = field(default_factory=dict)  # failed, then passed alone: its error
     ran: int = 0  # tests mocha ran (its stats: hooks that failed are not counted)
 
     @property
@@ -86,7 +94,22 @@ async def run_suite(
         run.outcomes.update(result.outcomes)
         run.errors.update(result.errors)
         run.ran += result.ran
+    failed = sorted(title for title, outcome in run.outcomes.items() if outcome == "failed")
+    for number, title in enumerate(failed):
+        for attempt in range(RERUNS):
+            report = output.with_suffix(f".again{number}-{attempt}.json")
+            again = await _mocha(base_url, report, ["--fgrep", title], ready_url, context)
+            if again.outcomes.get(title) == "passed":
+                run.outcomes[title] = "passed"
+                run.flaky[title] = run.errors.pop(title)
+                break
     return run
+
+
+def warn_flaky(run: SuiteRun, where: str) -> None:
+    """A pytest warning (in the run's summary) for each test that passed only when run again."""
+    for title, error in run.flaky.items():
+        warnings.warn(f"{where}: {title!r} failed once ({error}), then passed alone", stacklevel=2)
 
 
 async def _mocha(
@@ -162,6 +185,7 @@ def direct_run(socketio_client_suite: Path, tmp_path_factory: pytest.TempPathFac
 def test_the_suite_passes_directly(direct_run: SuiteRun) -> None:
     """socket.io-client's own tests all pass against its own server on this machine: the
     baseline the run through enricher is held to."""
+    warn_flaky(direct_run, "directly")
     failed = {
         title: outcome for title, outcome in direct_run.outcomes.items() if outcome != "passed"
     }
@@ -185,6 +209,7 @@ async def test_the_suite_passes_through_enricher(
         ready_url=f"{proxy.admin_url}/readyz",
         context=[proxy.child],
     )
+    warn_flaky(through, "through enricher")
     lost = sorted(direct_run.passed - through.passed)
     gained = sorted(through.passed - direct_run.passed)
     if lost or gained:
