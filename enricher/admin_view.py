@@ -36,6 +36,7 @@ import engineio
 import socketio
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 
 from . import jsonwire
 from .logs import REDACTED
@@ -153,9 +154,15 @@ class AdminView(BrowserWatch):
     the admin listener; the sockets of enricher's browsers as the modes report them."""
 
     def __init__(
-        self, username: str, password: str, origins: list[str], server_id: str | None = None
+        self,
+        username: str,
+        password: str,
+        origins: list[str],
+        logins: Counter,
+        server_id: str | None = None,
     ) -> None:
         self._credentials = (username.encode(), password.encode())
+        self._logins = logins  # enricher_admin_ui_logins_total{outcome}
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             cors_allowed_origins=origins,
@@ -234,9 +241,11 @@ class AdminView(BrowserWatch):
         # both compared, whatever the first gives: no timing says which one was wrong
         right_user = _same(given.get("username"), self._credentials[0])
         if not (_same(given.get("password"), self._credentials[1]) and right_user):
+            self._logins.labels("refused").inc()
             self._log_refusal(environ.get("REMOTE_ADDR"))
             # the message of socket.io's own admin server, which the page shows as such
             raise socketio.exceptions.ConnectionRefusedError("invalid credentials")
+        self._logins.labels("accepted").inc()
         log.info("admin_ui_connected", remote=environ.get("REMOTE_ADDR"))
         await self.sio.enter_room(sid, ADMINS, namespace=NAMESPACE)
         self._admins.add(sid)

@@ -83,7 +83,12 @@ async def running(settings: Settings) -> AsyncIterator[Running | RunningTranspar
         engine = _engine(settings)
         admin_ui = settings.admin_ui
         view: BrowserWatch = (
-            AdminView(admin_ui.username, admin_ui.password.get_secret_value(), admin_ui.origins)
+            AdminView(
+                admin_ui.username,
+                admin_ui.password.get_secret_value(),
+                admin_ui.origins,
+                metrics.admin_ui_logins,
+            )
             if admin_ui.enabled
             else UNWATCHED
         )

@@ -65,6 +65,7 @@ KNOWN_OUTCOMES = {
         "store_unavailable",
     ),
     "browsers_dropped": ("backlog", "credentials_expired", "credentials_revoked"),
+    "admin_ui_logins": ("accepted", "refused"),
     "browser_admissions": (
         "admitted",
         "origin",
@@ -278,6 +279,13 @@ class Metrics:
             "token_invalid, token_expired, token_audience, token_issuer, jwks_unavailable, "
             "credentials_missing, credentials_invalid, backend_refused, auth_unavailable, "
             "auth_error, too_many_attempts).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.admin_ui_logins = Counter(
+            "enricher_admin_ui_logins",
+            "Admin UI pages that logged in on the admin listener (admin_ui): 'accepted', or "
+            "'refused' (a wrong user name or password).",
             ["outcome"],
             registry=registry,
         )

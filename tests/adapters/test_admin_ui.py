@@ -148,11 +148,18 @@ async def test_the_admin_page_without_its_credentials_is_refused(
     backend: StubBackend, auth: Any
 ) -> None:
     async with proxy_in(backend, "transparent") as proxy:
+        logins = lambda outcome: proxy.metrics.registry.get_sample_value(  # noqa: E731
+            "enricher_admin_ui_logins_total", {"outcome": outcome}
+        )
         page = AdminPage()
         with pytest.raises(socketio.exceptions.ConnectionError):
             await page.open(proxy.admin_port, auth)
         assert await page.next("connect_error") == ({"message": "invalid credentials"},)
         assert page.told.empty()  # nothing else: no config, no sockets
+        assert (logins("refused"), logins("accepted")) == (1, 0)
+        await page.open(proxy.admin_port, {"username": "admin", "password": PASSWORD})
+        await page.sio.disconnect()
+        assert (logins("refused"), logins("accepted")) == (1, 1)
 
 
 async def test_only_the_admin_namespace_is_on_the_admin_address(backend: StubBackend) -> None:
