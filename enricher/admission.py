@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from .clients import ConnectionLimit
 from .internals.websocket import websocket_upgrade
 from .metrics import Metrics
+from .proxy_rules import addressed
 from .refusals import PacedLines, Refusals
 from .server import Handler, shielded
 
@@ -96,11 +97,8 @@ def engine_translation(
                 continue
             key = "HTTP_" + name.replace("-", "_")
             environ[key] = f"{environ[key]},{value}" if key in environ else value
-        scheme, host = request.scheme, headers.get("Host", "")
         vouched = trusts(request.remote)
-        if vouched:
-            scheme = _first(headers.get("X-Forwarded-Proto")) or scheme
-            host = _first(headers.get("X-Forwarded-Host")) or host
+        scheme, host = addressed(headers, request.scheme, headers.get("Host", ""), vouched)
         environ["wsgi.url_scheme"] = scheme
         if host and (vouched or _no_name(host)):
             environ[OWN_ORIGIN] = f"{scheme}://{host}"
@@ -110,11 +108,6 @@ def engine_translation(
 
 
 _CONTENT_HEADERS = {"CONTENT-TYPE": "CONTENT_TYPE", "CONTENT-LENGTH": "CONTENT_LENGTH"}
-
-
-def _first(value: str | None) -> str:
-    """The first of a forwarding header's comma-separated values (the client's side)."""
-    return (value or "").split(",")[0].strip()
 
 
 def _no_name(host: str) -> bool:

@@ -29,7 +29,7 @@ from yarl import URL
 from .access import Credentials, Gate, Refused
 from .clients import client_address
 from .internals.http import Relayed
-from .proxy_rules import Rules, answer_headers, request_headers
+from .proxy_rules import Rules, addressed, answer_headers, request_headers
 
 log = structlog.get_logger("enricher.http")
 
@@ -162,11 +162,9 @@ class Passthrough:
             return self._answer_here(request, refused)
 
         trusted = self._rules.trusts(request.remote)
+        scheme, host = addressed(request.headers, request.scheme, request.host, trusted)
         try:
-            public = URL.build(
-                scheme=(trusted and request.headers.get("X-Forwarded-Proto")) or request.scheme,
-                authority=(trusted and request.headers.get("X-Forwarded-Host")) or request.host,
-            )
+            public = URL.build(scheme=scheme, authority=host)
         except ValueError:  # a Host header that names no host
             log.info("http_bad_request", reason="bad_host", host=request.host[:200])
             return self._answer_here(request, _problem(400, "bad_host", "not a host name"))

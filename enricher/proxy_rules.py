@@ -119,6 +119,22 @@ class Rules:
         return any(address in network for network in self.trusted_proxies)
 
 
+def addressed(
+    headers: CIMultiDictProxy[str], scheme: str, host: str, trusted: bool
+) -> tuple[str, str]:
+    """The scheme and host the browser addressed: the connection's, or what a proxy in front
+    says when ``trusted``: the first of ``X-Forwarded-Proto`` and ``-Host`` (each proxy on the
+    way may add its own; the first is the browser's side)."""
+    if trusted:
+        scheme = _first(headers.get("X-Forwarded-Proto")) or scheme
+        host = _first(headers.get("X-Forwarded-Host")) or host
+    return scheme, host
+
+
+def _first(value: str | None) -> str:
+    return (value or "").split(",")[0].strip()
+
+
 def request_headers(
     headers: CIMultiDictProxy[str], peer: str | None, scheme: str, host: str, trusted: bool
 ) -> CIMultiDict[str]:

@@ -200,10 +200,22 @@ async def test_the_backend_sees_the_browser_and_its_credentials(
             behind_ingress.public_url + "/redirect?to=absolute",
             headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "crm.example"},
         )
+        # behind two proxies (a CDN, then the Ingress), each adding its own: the browser's
+        # side is the first
+        chained = await ask(
+            session,
+            "GET",
+            behind_ingress.public_url + "/redirect?to=absolute",
+            headers={
+                "X-Forwarded-Proto": "https, http",
+                "X-Forwarded-Host": "crm.example, ingress.internal",
+            },
+        )
         direct = await ask(session, "GET", backend.url + "/redirect?to=absolute")
     assert direct.header("Location") == f"{backend.url}/rooms?from=redirect"
-    assert moved.status == 302
+    assert moved.status == chained.status == 302
     assert moved.header("Location") == "https://crm.example/rooms?from=redirect"
+    assert chained.header("Location") == "https://crm.example/rooms?from=redirect"
 
 
 async def test_backend_faults_are_clear_answers_and_counted(
