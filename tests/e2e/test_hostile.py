@@ -390,6 +390,9 @@ async def test_http_probes_disturb_no_one(
 
     for upload in uploads:
         assert (await asyncio.wait_for(upload.readline(), 10)).startswith(b"HTTP/1.1 408")
+    await backend.child.wait_for(
+        lambda item: item.get("event") == "slow_started", "the relayed request", 10, start
+    )
     leaving.close()
     await backend.child.wait_for(
         lambda item: item.get("event") == "slow_abandoned", "the relayed request closed", 10, start

@@ -566,10 +566,14 @@ async def test_a_browser_that_leaves_ends_its_relayed_request_at_the_backend(
     the backend connection at once, as it would have directly, instead of holding it until
     the backend answers or http.read_timeout."""
     proxy = await make_enricher(backend)
+    start = len(backend.child.items)
     _, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
     writer.write(b"GET /slow?ms=30000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    # left once the backend has it (before, enricher's relay leaves it unsent: nothing to end)
+    await backend.child.wait_for(
+        lambda item: item.get("event") == "slow_started", "the backend's request", 10, start
+    )
     await until(lambda m: m["enricher_http_requests_in_flight"] == 1, proxy)
-    start = len(backend.child.items)
     writer.close()
     await backend.child.wait_for(
         lambda item: item.get("event") == "slow_abandoned", "the backend's request closed", 5, start

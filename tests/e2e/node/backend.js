@@ -19,7 +19,7 @@
 // Plain REST routes for the HTTP pass-through tests (what a frontend calls besides
 // /rooms and /messages): GET|HEAD /files/download?bytes=N[&chunked=1] (deterministic
 // bytes, streamed with backpressure), POST /uploads (sha256 and size of the body, the parts
-// of a multipart one), GET /slow?ms=N (logs {"event":"slow_abandoned"} if its client goes
+// of a multipart one), GET /slow?ms=N (logs {"event":"slow_started"}, and {"event":"slow_abandoned"} if its client goes
 // before the answer), GET /fail (500), GET /redirect?to=relative|absolute,
 // GET /cookies/set (two Set-Cookie), GET /me (401 without a session cookie or a Bearer
 // token, or with a token POST /_control/me {"revoke": token} revoked; no answer at all
@@ -330,6 +330,7 @@ async function plainRest(req, res, url) {
   if (method === 'GET' && path === '/slow') {
     const ms = Number(url.searchParams.get('ms')) || 0;
     res.on('close', () => { if (!res.writableFinished) log({ event: 'slow_abandoned', ms }); });
+    log({ event: 'slow_started', ms });
     await sleep(ms);
     if (!res.destroyed) send(res, 200, { slept_ms: ms });
     return true;
