@@ -46,6 +46,15 @@ async def listen(
 
 
 def announce(settings: Settings, public_port: int, admin_port: int) -> None:
+    # the warning first: whoever waits for "listening" has seen it by then
+    if settings.auth.mode == "none" and not _loopback(settings.listen):
+        log.warning(
+            "browsers_unauthenticated",
+            listen=settings.listen,
+            hint="auth.mode is none: anyone who reaches this address gets every event "
+            "the backend broadcasts. Set auth.mode to jwt or backend, or listen on "
+            "loopback behind something that authenticates.",
+        )
     log.info(
         "listening",
         public=settings.listen,
@@ -58,14 +67,6 @@ def announce(settings: Settings, public_port: int, admin_port: int) -> None:
         new_room_mode=settings.new_room_mode.value,
         auth_mode=settings.auth.mode,
     )
-    if settings.auth.mode == "none" and not _loopback(settings.listen):
-        log.warning(
-            "browsers_unauthenticated",
-            listen=settings.listen,
-            hint="auth.mode is none: anyone who reaches this address gets every event "
-            "the backend broadcasts. Set auth.mode to jwt or backend, or listen on "
-            "loopback behind something that authenticates.",
-        )
 
 
 @contextlib.asynccontextmanager
