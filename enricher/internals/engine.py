@@ -173,17 +173,25 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     queue: SocketQueue
     _websocket: WebSocket | None = None  # once upgraded, while open (see _write_queued)
     _writer: asyncio.Future[None] | None = None  # writing what is queued, while something is
+    # the heartbeat's one timer: the next PING, or the last one's PONG due; cancelled when it
+    # is answered or the socket closes, so that a closed socket is not kept for it
+    _heartbeat: asyncio.TimerHandle | None = None
 
     def schedule_ping(self) -> None:
         if self.last_ping:  # as python-engineio's: once the previous ping was answered
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+            self._timer(self.server.ping_interval, self._ping)
 
     def _ping(self) -> None:
         if not self.closing and not self.closed:
             self.last_ping = sent = time.time()
             self.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
-            asyncio.get_running_loop().call_later(self.server.ping_timeout, self._pong_due, sent)
+            self._timer(self.server.ping_timeout, self._pong_due, sent)
+
+    def _timer(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        self._heartbeat = asyncio.get_running_loop().call_later(delay, callback, *args)
 
     def _pong_due(self, sent: float) -> None:
         """The ping sent at ``sent`` is still unanswered a ping timeout later: the browser
@@ -318,6 +326,9 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         websocket, closing = self._websocket, self.closing or self.closed
         if websocket is not None:
             websocket.queue = None
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         await super().close(wait=False, abort=abort, reason=reason)
         if websocket is not None and not closing:
             self.queue.put_nowait(None)  # written after what is queued: the WebSocket closed
