@@ -178,6 +178,8 @@ class EngineSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     _heartbeat: asyncio.TimerHandle | None = None
 
     def schedule_ping(self) -> None:
+        if self.closing or self.closed:  # a PONG come while closing: no more pings
+            return
         if self.last_ping:  # as python-engineio's: once the previous ping was answered
             self.last_ping = None
             self._timer(self.server.ping_interval, self._ping)
