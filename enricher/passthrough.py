@@ -166,7 +166,7 @@ class Passthrough:
         try:
             public = URL.build(scheme=scheme, authority=host)
         except ValueError:  # a Host header that names no host
-            log.info("http_bad_request", reason="bad_host", host=request.host[:200])
+            log.info("http_bad_request", reason="bad_host", host=host[:200])
             return self._answer_here(request, _problem(400, "bad_host", "not a host name"))
         headers = request_headers(
             request.headers, request.remote, request.scheme, request.host, trusted
