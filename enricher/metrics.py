@@ -285,7 +285,7 @@ class Metrics:
         self.admin_ui_logins = Counter(
             "enricher_admin_ui_logins",
             "Admin UI pages that logged in on the admin listener (admin_ui): 'accepted', or "
-            "'refused' (a wrong user name or password).",
+            "'refused' (a wrong or missing user name or password).",
             ["outcome"],
             registry=registry,
         )
